@@ -1,5 +1,6 @@
 """Tests for lancer.protocol: leave-one-out splits, training examples, seen items and text templates."""
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,3 +159,28 @@ def test_prompt_plus_target_is_the_full_sequence_text():
 def test_example_fields():
     e = Example(0, np.array([1, 2]), 3)
     assert (e.user, e.history.tolist(), e.target) == (0, [1, 2], 3)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.parametrize("name,loader,folder", [
+    ("ml-100k", "load_ml100k", "ml-100k"), ("ml-1m", "load_ml1m", "ml-1m"),
+    ("mind-small", "load_mind", "mind"), ("goodreads-poetry", "load_goodreads", "goodreads"),
+])
+def test_templates_and_split_on_fixture_datasets(name, loader, folder):
+    "Every item of each dataset's fixture has the fields its template needs; the split works on a real SeqDataset."
+    data = pytest.importorskip("lancer.data")
+    ds = getattr(data, loader)(FIXTURES / folder)
+    t = template_for(name)
+    names = t.display_strings(ds.items)
+    assert len(names) == ds.n_items and all(" : " in s for s in names)
+    for _, row in ds.items.iterrows():
+        context, target = t.knowledge_text(row)
+        assert context.endswith("title : ") and target == " ".join(str(row["title"]).split())
+    ds3, _ = data.filter_min_interactions(ds, 3)
+    sp = leave_one_out(ds3)
+    assert sp.n_users == ds3.n_users and sp.n_items == ds3.n_items  # filtering may also re-index the catalogue
+    names = t.display_strings(ds3.items)
+    prompt, target = t.sequence_text([names[i] for i in sp.test[0].history], names[sp.test[0].target])
+    assert prompt.startswith(t.opener) and prompt.endswith(" -> ") and target == names[sp.test[0].target]
