@@ -321,6 +321,30 @@ def test_udata_garbage_raises_dataformaterror(rows, bad, data):
 
 
 @settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(row, max_size=5), garbage.filter(lambda s: s.count("::") != 3), st.data())
+def test_ratings_dat_garbage_raises_dataformaterror(rows, bad, data):
+    lines = [f"{u}::{i}::{r}::{t}" for u, i, r, t in rows]
+    lines.insert(data.draw(st.integers(0, len(lines))), bad)
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)
+        shutil.copy(FX/"ml-1m"/"movies.dat", d/"movies.dat")
+        (d/"ratings.dat").write_bytes(("\n".join(lines) + "\n").encode("latin-1", "replace"))
+        with pytest.raises(DataFormatError, match=r"ratings.dat, line \d+"):
+            load_ml1m(d)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(garbage)
+def test_behaviors_garbage_line_raises_dataformaterror(bad):
+    with tempfile.TemporaryDirectory() as tmp:
+        d = Path(tmp)/"mind"
+        shutil.copytree(FX/"mind", d)
+        with open(d/"behaviors.tsv", "ab") as f: f.write(bad.encode("utf-8") + b"\n")
+        with pytest.raises(DataFormatError, match=r"behaviors.tsv, line 4"):
+            load_mind(d)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.binary(min_size=1, max_size=60))
 def test_random_bytes_never_crash_other_ways(blob):
     "Arbitrary bytes as behaviors.tsv / an interactions JSON file: either loads or raises DataFormatError."
