@@ -4,6 +4,7 @@ import json
 import shutil
 import tempfile
 import zipfile
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import numpy as np
@@ -357,6 +358,25 @@ def test_random_bytes_never_crash_other_ways(blob):
         for fn in (lambda: load_mind(d/"mind"), lambda: load_goodreads(d/"gr")):
             try: fn()
             except DataFormatError: pass
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.datetimes(min_value=datetime(1970, 1, 2), max_value=datetime(2030, 1, 1)),
+       st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15))
+def test_goodreads_time_matches_strptime(dt, offset_min):
+    tz = timezone(timedelta(minutes=offset_min))
+    s = dt.replace(microsecond=0, tzinfo=tz).strftime(D.GOODREADS_TIME_FORMAT)
+    assert D.parse_goodreads_time(s) == int(datetime.strptime(s, D.GOODREADS_TIME_FORMAT).timestamp())
+
+
+@pytest.mark.parametrize("bad", ["", "Tue Oct 17 09:06:17 2017", "Tue Okt 17 09:06:17 -0700 2017",
+                                 "Tue Oct 17 25:06:17 -0700 2017", "Tue Oct 17 09:06:17 0700 2017", "Tue Oct 17 9:6 -0700 2017"])
+def test_goodreads_time_rejects(bad):
+    with pytest.raises(ValueError): D.parse_goodreads_time(bad)
+
+
+def test_user_order_is_natural():
+    assert sorted(["U10", "U2", "U1", "10", "9", "01", "1"], key=D._natural_key) == ["01", "1", "9", "10", "U1", "U2", "U10"]
 
 
 # -------------------------------------------------------------------------------------- filtering and statistics
