@@ -1,0 +1,95 @@
+"Tests for lancer.knowledge (tiny GPT-2, random weights)."
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from lancer.backbone import train_tokenizer
+from lancer.knowledge import (KnowledgePrompt, KnowledgePromptConfig, encode_items, freeze, item_representations,
+                              knowledge_loss, tokenize_knowledge)
+
+TEXTS = ["Comedy : Toy Story (1995)", "Thriller : Four Rooms (1995)", "Drama : Twelve Monkeys (1995)",
+         "genres : Comedy year : 1995 title : Toy Story (1995)", "genres : Drama year : 1995 title : Heat (1995)"] * 2
+PAIRS = [("genres : Animation, Comedy year : 1995 title : ", "Toy Story (1995)"),
+         ("genres : Thriller year : 1995 title : ", "Four Rooms (1995)"),
+         ("genres : Drama year : 1995 title : ", "Twelve Monkeys (1995)")]
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    tok = train_tokenizer(TEXTS, vocab_size=300)
+    config = GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=len(tok), n_positions=64,
+                        bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    lm = freeze(GPT2LMHeadModel(config)).eval()
+    prompt = KnowledgePrompt(config, KnowledgePromptConfig(n_prefix=4, dropout=0.0))
+    return tok, lm, prompt, tokenize_knowledge(tok, PAIRS)
+
+
+def test_prompt_shapes(setup):
+    _, lm, prompt, _ = setup
+    prefix = prompt(3)
+    assert len(prefix) == 2
+    for k, v in prefix: assert k.shape == v.shape == (3, 2, 4, 16)
+    assert prompt.hidden().shape == (4, 32)
+    assert KnowledgePrompt(lm.config, KnowledgePromptConfig(d_mlp=8)).hidden().shape == (20, 8)
+
+
+def test_tokenize_knowledge_target_mask(setup):
+    tok, _, _, batch = setup
+    assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
+    lengths = batch["attention_mask"].sum(1)
+    assert batch["input_ids"].shape[1] == lengths.max()                   # dynamic padding
+    assert (batch["attention_mask"][:, :1] == 1).all()                     # right padding
+    for i, (c, t) in enumerate(PAIRS):
+        assert tok.decode(batch["input_ids"][i][batch["target_mask"][i]]) == " " + t + tok.eos_token
+        assert (batch["labels"][i][~batch["target_mask"][i]] == -100).all()
+
+
+def test_tokenize_knowledge_truncation_keeps_target(setup):
+    tok = setup[0]
+    long = [("genres : " + "Drama, " * 50 + "title : ", "Heat (1995)")]
+    b = tokenize_knowledge(tok, long, max_length=20)
+    assert b["input_ids"].shape[1] == 20
+    assert tok.decode(b["input_ids"][0][b["target_mask"][0]]) == " Heat (1995)" + tok.eos_token
+
+
+def test_gradients_only_reach_prompt(setup):
+    _, lm, prompt, batch = setup
+    prompt.zero_grad()
+    loss = knowledge_loss(lm, prompt, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert all(p.grad is None for p in lm.parameters())
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in prompt.parameters())
+
+
+def test_position_overflow_is_a_clear_error(setup):
+    _, lm, prompt, _ = setup
+    ids = torch.zeros(1, 65, dtype=torch.long)
+    with pytest.raises(ValueError, match="positions"):
+        knowledge_loss(lm, prompt, ids, torch.ones_like(ids), ids)
+    ids = torch.zeros(1, 64, dtype=torch.long)                          # P + 64 > 64 is fine: the prefix has no position
+    knowledge_loss(lm, prompt, ids, torch.ones_like(ids), ids)
+
+
+def test_item_representations(setup):
+    tok, lm, prompt, batch = setup
+    with torch.no_grad():
+        reps = {m: item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"], m)
+                for m in ("last", "mean", "published")}
+        for r in reps.values(): assert r.shape == (3, 32)
+        assert torch.equal(reps["published"][0], reps["published"][2])   # defect 1: identical for every item
+        assert not torch.allclose(reps["last"][0], reps["last"][1])
+        alone = tokenize_knowledge(tok, PAIRS[2:])
+        for m in ("last", "mean"):
+            got = item_representations(lm, prompt, alone["input_ids"], alone["attention_mask"], m)[0]
+            assert torch.allclose(got, reps[m][2], atol=1e-5)
+        assert torch.allclose(encode_items(lm, prompt, tok, PAIRS, batch_size=2), reps["last"], atol=1e-5)
+    with pytest.raises(ValueError, match="mode"):
+        item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"], "first")
+    r = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"])
+    prompt.zero_grad(); r.sum().backward()
+    assert prompt.embedding.weight.grad.abs().sum() > 0
