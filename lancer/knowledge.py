@@ -16,7 +16,7 @@ from .backbone import as_cache, check_length, text_position_ids
 
 # %% auto #0
 __all__ = ['REPR_MODES', 'KnowledgePromptConfig', 'lm_dims', 'split_prefix', 'KnowledgePrompt', 'tokenize_knowledge', 'freeze',
-           'prefixed_forward', 'knowledge_loss', 'item_representations', 'encode_items']
+           'prefixed_forward', 'knowledge_loss', 'pool_hidden', 'item_representations', 'encode_items']
 
 # %% ../nbs/05_knowledge.ipynb #ef0b222c
 @dataclass
@@ -124,6 +124,18 @@ def knowledge_loss(lm: PreTrainedModel, prompt: KnowledgePrompt,
 # %% ../nbs/05_knowledge.ipynb #d04c11f1
 REPR_MODES = ("last", "mean", "published")
 
+def pool_hidden(h: Tensor,               # [N, T, d] final hidden states of the text positions
+                attention_mask: Tensor,  # [N, T] text mask (right or left padded)
+                mode: str = "last",      # "last": at the last real token | "mean": over real tokens
+               ) -> Tensor:
+    "One vector per row, `[N, d]`, pooled from hidden states."
+    if mode == "mean":
+        mask = attention_mask.to(h.dtype)
+        return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    N, T = attention_mask.shape
+    last = (attention_mask.long() * torch.arange(T, device=attention_mask.device)).argmax(1)   # [N] last real index
+    return h[torch.arange(N, device=h.device), last]
+
 def item_representations(lm: PreTrainedModel, prompt: KnowledgePrompt|None,
                          input_ids: Tensor,       # [N, T] knowledge texts (right or left padded)
                          attention_mask: Tensor,  # [N, T] text mask without prefix columns
@@ -141,11 +153,7 @@ def item_representations(lm: PreTrainedModel, prompt: KnowledgePrompt|None,
                  output_hidden_states=True)
         return out.hidden_states[0][:, -1]                                    # embedding-layer output: [N, d]
     out = prefixed_forward(lm, prompt, input_ids, attention_mask, output_hidden_states=True)
-    h = out.hidden_states[-1]                                                 # [N, T, d] final (after ln_f)
-    mask = attention_mask.to(h.dtype)
-    if mode == "mean": return (h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
-    last = (attention_mask.long() * torch.arange(T, device=attention_mask.device)).argmax(1)   # [N] last real index
-    return h[torch.arange(N, device=h.device), last]
+    return pool_hidden(out.hidden_states[-1], attention_mask, mode)         # final hidden states (after ln_f)
 
 # %% ../nbs/05_knowledge.ipynb #8f8ae68a
 @torch.no_grad()
