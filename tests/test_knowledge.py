@@ -93,3 +93,42 @@ def test_item_representations(setup):
     r = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"])
     prompt.zero_grad(); r.sum().backward()
     assert prompt.embedding.weight.grad.abs().sum() > 0
+
+
+def test_pool_hidden_matches_item_representations(setup):
+    from lancer.knowledge import pool_hidden, prefixed_forward
+    _, lm, prompt, batch = setup
+    with torch.no_grad():
+        out = prefixed_forward(lm, prompt, batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
+                               output_hidden_states=True)
+        for m in ("last", "mean"):
+            want = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"], m)
+            assert torch.allclose(pool_hidden(out.hidden_states[-1], batch["attention_mask"], m), want, atol=1e-6)
+
+
+@pytest.mark.parametrize("arch", ["gpt_neox", "llama_gqa"])
+def test_other_backbones_load_and_take_prefixes(setup, tmp_path, arch):
+    "Any causal LM saved locally loads through load_backbone and works with both prompts (rotary, grouped KV heads)."
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig, LlamaForCausalLM
+    from lancer.backbone import as_cache, load_backbone
+    from lancer.reasoning import ReasoningAttention
+    tok = setup[0]
+    if arch == "gpt_neox":
+        model = GPTNeoXForCausalLM(GPTNeoXConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2,
+                                                 num_attention_heads=2, intermediate_size=64, max_position_embeddings=64))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                             num_key_value_heads=1, intermediate_size=64, max_position_embeddings=64))
+    model.save_pretrained(tmp_path); tok.save_pretrained(tmp_path)
+    lm, tok2 = load_backbone(tmp_path)
+    freeze(lm)
+    prompt = KnowledgePrompt(lm.config, KnowledgePromptConfig(n_prefix=3))
+    batch = tokenize_knowledge(tok2, PAIRS)
+    loss = knowledge_loss(lm, prompt, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    loss.backward()
+    assert torch.isfinite(loss) and prompt.embedding.weight.grad.abs().sum() > 0
+    reps = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"])
+    prefix, pmask = ReasoningAttention(lm.config)(reps[None], torch.tensor([[True, True, False]]), prompt.hidden())
+    logits = lm(input_ids=batch["input_ids"][:1], attention_mask=torch.cat([pmask, batch["attention_mask"][:1]], 1),
+                cache=as_cache(prefix)).logits
+    assert logits.shape[:2] == batch["input_ids"][:1].shape
