@@ -8,18 +8,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
-from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 
 from .backbone import as_cache, check_length, text_position_ids
 
 # %% auto #0
-__all__ = ['beam_cache', 'prefix_from_text', 'left_pad', 'position_ids', 'cut', 'generate']
-
-# %% ../nbs/08_generation.ipynb #576d63cf
-def beam_cache(prefix: list[tuple[Tensor, Tensor]], repeats: int) -> Cache:
-    "A fresh cache with each user's prefix repeated `repeats` times (beam layout: user-major, `repeat_interleave`)."
-    return as_cache([(k.repeat_interleave(repeats, 0), v.repeat_interleave(repeats, 0)) for k, v in prefix])
+__all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'generate']
 
 # %% ../nbs/08_generation.ipynb #c60d7997
 @torch.inference_mode()
@@ -80,9 +75,16 @@ def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                            num_return_sequences=num_beams, eos_token_id=eos, bos_token_id=eos, pad_token_id=pad,
                            stop_strings=[stop] if stop else None)
-    kw = dict(cache=beam_cache([(k.to(dev), v.to(dev)) for k, v in prefix], num_beams)) if prefix_mask.shape[1] else {}
-    out = lm.generate(input_ids=ids, attention_mask=torch.cat([prefix_mask, mask], 1), position_ids=pos,
-                      generation_config=cfg, tokenizer=tokenizer if stop else None, **kw)  # [B * num_beams, S + new]
+    # prefill: the prompt (all but its last token) runs once per user on top of the prefix ...
+    prefix = [(k.to(dev), v.to(dev)) for k, v in prefix]
+    cache, full_mask = as_cache(prefix) if prefix_mask.shape[1] else DynamicCache(), torch.cat([prefix_mask, mask], 1)
+    if ids.shape[1] > 1:
+        cache = lm(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=pos[:, :-1], cache=cache,
+                   use_cache=True).cache                                       # T + S - 1 positions, B rows
+    cache.batch_repeat_interleave(num_beams)                                   # ... then is copied to its beams
+    out = lm.generate(input_ids=ids[:, -1:], attention_mask=full_mask, position_ids=pos[:, -1:], cache=cache,
+                      generation_config=cfg, tokenizer=tokenizer if stop else None)  # [B * num_beams, 1 + new]
+    ids = ids[:, -1:]
     texts = [cut(t, stop) for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
     return [texts[b * num_beams:(b + 1) * num_beams] for b in range(len(prompts))]
 
