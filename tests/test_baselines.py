@@ -1,0 +1,110 @@
+"""Tests for lancer.baselines: shapes, causality, learnability, most-popular order, metrics.json shape."""
+import json
+import time
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lancer.baselines import (GRU4Rec, GRU4RecConfig, MostPopular, SASRec, SASRecConfig, TrainConfig, evaluate_model,
+                              fit, pad_left, run_baselines, score_all_items, train_baseline, training_windows)
+from lancer.protocol import leave_one_out
+
+torch.set_num_threads(1)
+METRICS = {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr"}
+
+
+def rule_dataset(n_items=24, n_users=120, length=14, seed=0):
+    "Sequences following a fixed random permutation: next(i) = perm[i] (deterministic next-item rule)."
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_items)
+    seqs = []
+    for _ in range(n_users):
+        s = [int(rng.integers(n_items))]
+        for _ in range(length - 1): s.append(int(perm[s[-1]]))
+        seqs.append(np.array(s, dtype=np.int64))
+    return SimpleNamespace(sequences=seqs, n_items=n_items, users=[str(u) for u in range(n_users)])
+
+
+@pytest.mark.parametrize("model", [SASRec(SASRecConfig(n_items=30, max_len=8, n_embd=16, n_head=2)),
+                                   GRU4Rec(GRU4RecConfig(n_items=30, max_len=8, n_embd=16, hidden=24))])
+def test_shapes(model):
+    x = pad_left([np.arange(5), np.arange(12), np.array([3])], 8, pad_id=30)
+    assert x.shape == (3, 8) and x[0, :3].eq(30).all() and x[1, -1] == 11
+    assert model(x).shape == (3, 8, 16)
+    assert model.item_scores(x).shape == (3, 30)
+    scores = score_all_items(model, [np.arange(5), np.array([1, 2])])
+    assert scores.shape == (2, 30) and torch.isfinite(scores).all()
+
+
+def test_sasrec_causal():
+    torch.manual_seed(0)
+    m = SASRec(SASRecConfig(n_items=40, max_len=10, n_embd=16, n_head=4, n_layer=2)).eval()
+    x = torch.randint(0, 40, (4, 10))
+    x[0, :3] = 40                                                # some padding too
+    for t in range(9):
+        y = x.clone()
+        y[:, t + 1:] = torch.randint(0, 40, (4, 9 - t))
+        torch.testing.assert_close(m(x)[:, :t + 1], m(y)[:, :t + 1])
+        assert not torch.allclose(m(x)[:, t + 1:], m(y)[:, t + 1:])
+
+
+def test_training_windows_cover_each_target_once():
+    seqs = [np.arange(100, 117), np.arange(5), np.array([7])]
+    for stride in (1, 3, 6):
+        x, y = training_windows(seqs, max_len=6, stride=stride, rng=np.random.default_rng(stride), pad_id=-1)
+        assert sorted(y[y >= 0].tolist()) == sorted(list(range(101, 117)) + [1, 2, 3, 4])
+        assert (y[y >= 0] == x[y >= 0] + 1).all()
+
+
+def test_most_popular_order():
+    pop = MostPopular(6).fit([np.array([2, 2, 5]), np.array([5, 2, 0]), np.array([4, 0])])
+    assert pop.scores.argsort(descending=True).tolist() == [2, 0, 5, 4, 1, 3]
+    scores = score_all_items(pop, [np.array([1]), np.array([3, 4])])
+    assert scores.shape == (2, 6) and (scores[0] == scores[1]).all()
+
+
+@pytest.mark.parametrize("name,overrides", [("sasrec", dict(n_embd=32, n_head=2, n_layer=1, dropout=0.1)),
+                                            ("gru4rec", dict(n_embd=32, hidden=32, dropout=0.1))])
+def test_learns_deterministic_rule(name, overrides):
+    split = leave_one_out(rule_dataset(), max_history=5)
+    t0 = time.time()
+    model, details = train_baseline(name, split, TrainConfig(epochs=40, lr=1e-2, batch_size=64, patience=40,
+                                                             show_progress=False), **overrides)
+    assert time.time() - t0 < 30
+    assert evaluate_model(model, split.test, ks=(1,))["recall@1"] > 0.9
+    assert details["best_epoch"] >= 1 and len(details["log"]) == details["epochs_run"]
+
+
+def test_fit_is_deterministic():
+    split = leave_one_out(rule_dataset(n_users=40), max_history=5)
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=32, show_progress=False, seed=3)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(123)                                   # different global state must not matter
+        model, _ = train_baseline("sasrec", split, cfg, n_embd=16, n_head=2, n_layer=1)
+        runs.append(score_all_items(model, [e.history for e in split.test]))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_run_baselines_metrics_json(tmp_path):
+    from lancer.data import SeqDataset
+    toy = rule_dataset(n_items=20, n_users=30, length=8)
+    items = pd.DataFrame({"raw_id": [str(i) for i in range(20)], "title": [f"item {i}" for i in range(20)]})
+    items.index.name = "item_id"
+    ds = SeqDataset(name="toy", items=items, users=toy.users, sequences=toy.sequences)
+    metrics = run_baselines(ds, output_dir=tmp_path, max_history=4, show_progress=False,
+                            train=dict(epochs=2, batch_size=32), sasrec=dict(n_embd=16, n_head=2, n_layer=1),
+                            gru4rec=dict(n_embd=16, hidden=16))
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved == metrics
+    assert set(saved) == {"pop", "sasrec", "gru4rec"}
+    for model_metrics in saved.values():
+        assert set(model_metrics) == METRICS
+        assert all(isinstance(v, float) and 0 <= v <= 1 for v in model_metrics.values())
+    details = json.loads((tmp_path / "baselines_details.json").read_text())
+    assert set(details["models"]) == {"pop", "sasrec", "gru4rec"} and "wall_time_s" in details["models"]["sasrec"]
+    with pytest.raises(ValueError, match="unknown model"):
+        run_baselines(ds, models=("bpr",))
