@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 
-from .backbone import as_cache, check_length, text_position_ids
+from .backbone import as_cache, text_position_ids
 
 # %% auto #0
 __all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'generate']
@@ -62,21 +62,28 @@ def _check_prefix(prefix, prefix_mask, n: int) -> None:
                 raise ValueError(f"prefix layer {l} {name} has shape {tuple(t.shape)}, expected "
                                  f"[{n}, n_head, {prefix_mask.shape[1]}, head_dim] (prompts x prefix_mask length)")
 
-def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_new_tokens, stop, offset_positions
-                    ) -> list[list[str]]:
-    "Beams for one mini-batch of users (see `generate`)."
+def _check_positions(lm, pos: Tensor, max_new_tokens: int, start: int) -> None:
+    "Every prompt's last position + `max_new_tokens` must fit the model's position table."
+    n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    if n_pos is not None and (bad := (pos[:, -1] + 1 + max_new_tokens > n_pos).nonzero().flatten().tolist()):
+        raise ValueError(f"prompts {[start + b for b in bad]}: prompt + {max_new_tokens} new tokens need more than the "
+                         f"model's {n_pos} positions; shorten the history (fewer items or tokens per item)")
+
+def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_new_tokens, stop, offset_positions,
+                    start=0) -> list[list[str]]:
+    "Beams for one mini-batch of users (see `generate`); `start` = index of its first user (for error messages)."
     dev = lm.device
     ids, mask = left_pad(tokenizer, prompts)                                   # [B, S], [B, S]
     ids, mask, prefix_mask = ids.to(dev), mask.to(dev), prefix_mask.to(dev).long()
     pos = position_ids(prefix_mask, mask, offset_positions)                    # [B, S]
-    check_length(lm, int(pos.max()) + 1 + max_new_tokens)
+    _check_positions(lm, pos, max_new_tokens, start)
     eos = tokenizer.eos_token_id
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                            num_return_sequences=num_beams, eos_token_id=eos, bos_token_id=eos, pad_token_id=pad,
                            stop_strings=[stop] if stop else None)
     # prefill: the prompt (all but its last token) runs once per user on top of the prefix ...
-    prefix = [(k.to(dev), v.to(dev)) for k, v in prefix]
+    prefix = [(k.to(dev, lm.dtype), v.to(dev, lm.dtype)) for k, v in prefix]
     cache, full_mask = as_cache(prefix) if prefix_mask.shape[1] else DynamicCache(), torch.cat([prefix_mask, mask], 1)
     if ids.shape[1] > 1:
         cache = lm(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=pos[:, :-1], cache=cache,
@@ -113,7 +120,7 @@ def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             for s in range(0, B, batch_size):
                 sl = slice(s, s + batch_size)
                 results += _generate_batch(lm, tokenizer, [(k[sl], v[sl]) for k, v in prefix], prefix_mask[sl],
-                                           prompts[sl], n, max_new_tokens, stop, offset_positions)
+                                           prompts[sl], n, max_new_tokens, stop, offset_positions, s)
                 bar.update(len(prompts[sl]))
     finally:
         lm.train(was_training)

@@ -165,5 +165,14 @@ def test_bad_inputs(lm, tok):
         generate(lm, tok, [(k[:, :, :1], v) for k, v in prefix], mask, PROMPTS[:2], progress=False)
     with pytest.raises(ValueError, match="prompt 1 is empty"):
         generate(lm, tok, prefix, mask, ["Heat ->", "  "], progress=False)
-    with pytest.raises(ValueError, match="positions"):
-        generate(lm, tok, None, None, [seq(list(range(7)) * 3)], max_new_tokens=8, progress=False)
+    with pytest.raises(ValueError, match=r"prompts \[1\]: prompt \+ 8 new tokens need more than the model's 128"):
+        generate(lm, tok, None, None, ["Heat ->", seq(list(range(7)) * 3)], max_new_tokens=8, batch_size=1,
+                 progress=False)
+
+
+def test_prefix_dtype_and_bool_mask(lm, tok):
+    prefix, mask = prefix_from_text(lm, tok, PREFIX_TEXTS[:2])
+    a = generate(lm, tok, prefix, mask, PROMPTS[:2], num_beams=2, max_new_tokens=6, progress=False)
+    b = generate(lm, tok, [(k.double(), v.double()) for k, v in prefix], mask.bool(), PROMPTS[:2], num_beams=2,
+                 max_new_tokens=6, progress=False)
+    assert a == b

@@ -185,3 +185,8 @@ def test_rank_items_properties(mapper, beams, k, data):
     for r, e in zip(ranked, exclude):
         assert len(r) == len(set(r)) == min(k, len(CATALOGUE) - len(set(e)))
         assert not set(r) & set(e)
+
+
+def test_exclude_accepts_arrays(mapper):
+    ex = [np.array([1, 3], dtype=np.int64), np.array([], dtype=np.int64), np.arange(5)]
+    assert rank_items(BEAMS, mapper, k=6, exclude=ex) == rank_items(BEAMS, mapper, k=6, exclude=[e.tolist() for e in ex])
