@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache
 
 from .backbone import as_cache, text_position_ids
 
@@ -23,7 +22,8 @@ def prefix_from_text(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, te
     "The LM's own keys/values for `texts` as a prefix (right-padded), and its mask `[B, T]`."
     ids = [tokenizer(t).input_ids for t in texts]
     T = max(len(i) for i in ids)
-    input_ids = torch.tensor([i + [tokenizer.pad_token_id] * (T - len(i)) for i in ids], device=lm.device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    input_ids = torch.tensor([i + [pad] * (T - len(i)) for i in ids], device=lm.device)
     mask = torch.tensor([[1] * len(i) + [0] * (T - len(i)) for i in ids], device=lm.device)
     cache = lm(input_ids=input_ids, attention_mask=mask, use_cache=True).cache
     return [(layer.keys, layer.values) for layer in cache.layers], mask
