@@ -120,25 +120,26 @@ def _fresh(tiny):
     return _no_dropout(load_model(init, ds.items))
 
 
-def test_resume_continues_from_saved_step(tiny, tmp_path):
+@pytest.mark.parametrize("stop, where", [(3, (1, 3)), (7, (2, 2))])   # inside stage 1, inside stage 2
+def test_resume_continues_from_saved_step(tiny, tmp_path, stop, where):
     ds, split, _ = tiny
-    # 40 training examples, batch 8: 5 steps per stage, 10 in all; interrupt in stage 2 after its 2nd step
+    # 40 training examples, batch 8: 5 steps per stage, 10 in all; interrupt after `stop` steps
     cfg = dict(epochs_stage1=1, epochs_stage2=1, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
                num_beams=1, progress=False)
     full = _fresh(tiny)
     train(full, split, TrainConfig(**cfg), tmp_path / "full")
 
-    stopped = train(_fresh(tiny), split, TrainConfig(**cfg, max_steps=7), tmp_path / "resumed")
-    assert stopped["stopped_at"]["global_step"] == 7
-    assert (stopped["stopped_at"]["stage"], stopped["stopped_at"]["step_in_epoch"]) == (2, 2)
+    stopped = train(_fresh(tiny), split, TrainConfig(**cfg, max_steps=stop), tmp_path / "resumed")
+    assert stopped["stopped_at"]["global_step"] == stop
+    assert (stopped["stopped_at"]["stage"], stopped["stopped_at"]["step_in_epoch"]) == where
     state = json.loads((tmp_path / "resumed" / "last" / "trainer.json").read_text())
-    assert state["global_step"] == 7 and state["stage"] == 2 and state["step_in_epoch"] == 2
+    assert (state["global_step"], state["stage"], state["step_in_epoch"]) == (stop, *where)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
 
     resumed = _fresh(tiny)                                                 # a new process: weights from the start
     summary = train(resumed, split, TrainConfig(**cfg), tmp_path / "resumed", resume=True)
     ends = [json.loads((tmp_path / d / "last" / "trainer.json").read_text()) for d in ("full", "resumed")]
-    assert ends[0]["global_step"] == ends[1]["global_step"] == 10           # 3 more steps, not a restart
+    assert ends[0]["global_step"] == ends[1]["global_step"] == 10           # the remaining steps, not a restart
     assert ends[1]["last_loss"] == pytest.approx(ends[0]["last_loss"], rel=1e-4, abs=1e-4)
     for (n, p), (_, q) in zip(full.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=n)
