@@ -17,14 +17,15 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 
 from .backbone import as_cache, text_position_ids
 from .generation import generate
-from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden, prefixed_forward
+from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
 from .protocol import Example, TextTemplate
 from .reasoning import ReasoningAttention, ReasoningConfig
 
 # %% auto #0
-__all__ = ['LancerConfig', 'ItemTexts', 'knowledge_batch', 'sequence_ids', 'history_tensor', 'sequence_batch', 'LancerModel',
-           'catalogue_representations', 'display_mapper', 'recommend', 'save_model', 'load_model']
+__all__ = ['LancerConfig', 'ItemTexts', 'knowledge_batch', 'sequence_ids', 'history_tensor', 'sequence_batch', 'prefixed_hidden',
+           'label_loss', 'LancerModel', 'catalogue_representations', 'display_mapper', 'recommend', 'save_model',
+           'load_model']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 @dataclass
@@ -117,6 +118,21 @@ def sequence_batch(texts: ItemTexts, examples: list[Example], max_history: int, 
     return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0),
             "labels": _pad(labels, -100), "history": history, "history_mask": history_mask}
 
+# %% ../nbs/07_model.ipynb #090f10d0
+def prefixed_hidden(lm: PreTrainedModel, prefix: list[tuple[Tensor, Tensor]], prefix_mask: Tensor,
+                    input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+    "Final hidden states `[B, T, d]` of `lm`'s body on the text, behind a key/value prefix (mask `[B, P]`)."
+    full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], 1)      # [B, P+T]
+    return lm.base_model(input_ids=input_ids, attention_mask=full_mask, cache=as_cache(prefix),
+                         position_ids=text_position_ids(attention_mask), use_cache=False).last_hidden_state
+
+def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
+    "Mean next-token cross-entropy over the positions whose label is not -100, with logits computed only there."
+    targets = labels[:, 1:]                                                               # [B, T-1]
+    keep = targets != -100
+    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])                             # [n, V]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
 # %% ../nbs/07_model.ipynb #906abe2a
 class LancerModel(nn.Module):
     "LANCER: knowledge prompt + reasoning prompt + generating LM over a tokenised catalogue."
@@ -153,11 +169,12 @@ class LancerModel(nn.Module):
         "Knowledge loss over `item_ids` [U] and their representations [U, d], from one knowledge-LM pass."
         batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, item_ids.tolist(), self.pad_id).items()}
         ids, mask = batch["input_ids"], batch["attention_mask"]                         # [U, T]
-        out = prefixed_forward(self.knowledge_lm, self.knowledge_prompt, ids, mask, labels=batch["labels"],
-                               output_hidden_states=True)
+        U, P = len(item_ids), self.config.n_prefix
+        hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)  # [U, T, d]
+        loss = label_loss(self.knowledge_lm, hidden, batch["labels"])
         if self.config.item_repr == "published":
-            return out.loss, item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
-        return out.loss, pool_hidden(out.hidden_states[-1], mask, self.config.item_repr)    # [U, d]
+            return loss, item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
+        return loss, pool_hidden(hidden, mask, self.config.item_repr)                       # [U, d]
 
     def user_prefix(self, history: Tensor, history_mask: Tensor, item_reps: Tensor | None = None):
         """Reasoning prefix for histories [B, H]: (prefix, prefix mask [B, H], knowledge loss or None, attention weights).
@@ -178,11 +195,10 @@ class LancerModel(nn.Module):
                 history_mask: Tensor) -> dict[str, Tensor]:
         "Losses of one sequence batch: `loss` = sequence loss + knowledge_weight * knowledge loss."
         prefix, prefix_mask, kloss, _ = self.user_prefix(history, history_mask)
-        full_mask = torch.cat([prefix_mask.long(), attention_mask], 1)                  # [B, H+T]
-        out = self.lm(input_ids=input_ids, attention_mask=full_mask, cache=as_cache(prefix),
-                      position_ids=text_position_ids(attention_mask), labels=labels, use_cache=False)
-        loss = out.loss + self.config.knowledge_weight * kloss
-        return {"loss": loss, "sequence_loss": out.loss.detach(), "knowledge_loss": kloss.detach()}
+        hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask)  # [B, T, d]
+        seq_loss = label_loss(self.lm, hidden, labels)
+        loss = seq_loss + self.config.knowledge_weight * kloss
+        return {"loss": loss, "sequence_loss": seq_loss.detach(), "knowledge_loss": kloss.detach()}
 
     @property
     def device(self) -> torch.device: return next(self.knowledge_prompt.parameters()).device
