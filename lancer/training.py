@@ -175,7 +175,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
             sched.load_state_dict(opt_state[1]["scheduler"])
             opt_state = None
         accelerator.free_memory()
-        wrapped, opt_p, sched_p = accelerator.prepare(model, opt, sched)
+        wrapped, opt_p = accelerator.prepare(model, opt)  # the schedule counts optimizer steps itself (not per process)
         for epoch in range(state["epoch"] if stage == state["stage"] else 0, epochs[stage]):
             order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + stage * 100 + epoch))
             loader = accelerator.prepare_data_loader(DataLoader([examples[i] for i in order], batch_size=cfg.batch_size,
@@ -191,7 +191,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                     losses = wrapped(**batch)
                     accelerator.backward(losses["loss"])
                     if accelerator.sync_gradients: accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
-                    opt_p.step(); sched_p.step(); opt_p.zero_grad(set_to_none=True)
+                    opt_p.step(); opt_p.zero_grad(set_to_none=True)
+                    if accelerator.sync_gradients: sched.step()
                 if not accelerator.sync_gradients: continue
                 step_in_epoch += 1; state["global_step"] += 1; bar.update()
                 loss = losses["loss"].item()

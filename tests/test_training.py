@@ -159,8 +159,6 @@ def _run_script(cmd: list[str], out: Path) -> dict:
     return json.loads((out / "result.json").read_text())
 
 
-@pytest.mark.xfail(reason="lancer.training.train steps the accelerate-prepared LR scheduler, which advances "
-                          "num_processes times per optimizer step (see the helper report)", strict=False)
 def test_two_processes_match_one(tiny, tmp_path):
     _, _, init = tiny
     script = str(HERE / "accelerate_train.py")
