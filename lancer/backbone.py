@@ -77,8 +77,8 @@ EOT = "<|endoftext|>"
 @dataclass
 class OfflineBackboneConfig:
     "Size and domain-pretraining settings of the offline GPT-2 backbone."
-    n_layer: int = 4
-    n_embd: int = 256
+    n_layer: int = 2          # the defaults fit the CPU budget of the main job; 4 x 256 is a stronger choice
+    n_embd: int = 128
     n_head: int = 4
     n_positions: int = 512
     vocab_size: int = 8192    # upper bound: the BPE trainer stops earlier on a small corpus

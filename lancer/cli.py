@@ -37,6 +37,8 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--one-example-per-user", action="store_true", help="published choice: one training example per user")
     g.add_argument("--valid-users", type=int, default=None, help="validate on a fixed random subset of users")
     g.add_argument("--num-beams", type=int, default=None)
+    g.add_argument("--decoding", choices=["free", "constrained", "greedy"], default=None,
+                   help="free beam search + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
@@ -71,10 +73,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--num-beams", type=int, default=10)
+    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="free")
     p = sub.add_parser("recommend", help="print a user's recent history and top-10 from a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--user", required=True, help="raw user id, as in the dataset's files")
     p.add_argument("-k", type=int, default=10)
+    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="free")
     p = sub.add_parser("main", help="the README's main job: baselines and LANCER on one split, one table")
     _add_data(p)
     p.add_argument("--output-dir", default="runs/main")
@@ -97,7 +101,7 @@ def _configs(args) -> tuple:
                              batch_size=args.batch_size, lr_stage2=args.lr, lr_stage1=args.lr_stage1,
                              grad_accum=args.grad_accum, mixed_precision=args.mixed_precision,
                              windows_per_user=args.windows_per_user, valid_users=args.valid_users,
-                             num_beams=args.num_beams, seed=args.seed,
+                             num_beams=args.num_beams, decoding=args.decoding, seed=args.seed,
                              all_positions=False if args.one_example_per_user else None)
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed)
@@ -128,10 +132,10 @@ def run(args) -> int:
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":
         from lancer.pipeline import evaluate_checkpoint
-        _print_metrics(evaluate_checkpoint(args.checkpoint, args.split, args.num_beams))
+        _print_metrics(evaluate_checkpoint(args.checkpoint, args.split, args.num_beams, args.decoding))
     elif args.command == "recommend":
         from lancer.pipeline import recommend_for_user
-        rec = recommend_for_user(args.checkpoint, args.user, k=args.k)
+        rec = recommend_for_user(args.checkpoint, args.user, k=args.k, decoding=args.decoding)
         print(f"user {rec['user']}, recent history (oldest first):")
         for d in rec["history"]: print(f"  {d}")
         print(f"top-{len(rec['recommendations'])}:")

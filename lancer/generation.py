@@ -13,7 +13,7 @@ from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTra
 from .backbone import as_cache, text_position_ids
 
 # %% auto #0
-__all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'generate']
+__all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'ItemTrie', 'generate']
 
 # %% ../nbs/08_generation.ipynb #c60d7997
 @torch.inference_mode()
@@ -70,7 +70,7 @@ def _check_positions(lm, pos: Tensor, max_new_tokens: int, start: int) -> None:
                          f"model's {n_pos} positions; shorten the history (fewer items or tokens per item)")
 
 def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_new_tokens, stop, offset_positions,
-                    start=0) -> list[list[str]]:
+                    start=0, trie=None) -> list[list[str]]:
     "Beams for one mini-batch of users (see `generate`); `start` = index of its first user (for error messages)."
     dev = lm.device
     ids, mask = left_pad(tokenizer, prompts)                                   # [B, S], [B, S]
@@ -81,7 +81,7 @@ def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
     cfg = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=num_beams,
                            num_return_sequences=num_beams, eos_token_id=eos, bos_token_id=eos, pad_token_id=pad,
-                           stop_strings=[stop] if stop else None)
+                           stop_strings=[stop] if stop and trie is None else None)
     # prefill: the prompt (all but its last token) runs once per user on top of the prefix ...
     prefix = [(k.to(dev, lm.dtype), v.to(dev, lm.dtype)) for k, v in prefix]
     cache, full_mask = as_cache(prefix) if prefix_mask.shape[1] else DynamicCache(), torch.cat([prefix_mask, mask], 1)
@@ -89,11 +89,30 @@ def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_
         cache = lm(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=pos[:, :-1], cache=cache,
                    use_cache=True).cache                                       # T + S - 1 positions, B rows
     cache.batch_repeat_interleave(num_beams)                                   # ... then is copied to its beams
+    allowed = None if trie is None else (lambda b, row: trie.allowed(row[1:].tolist()))  # row = last prompt token + new
     out = lm.generate(input_ids=ids[:, -1:], attention_mask=full_mask, position_ids=pos[:, -1:], cache=cache,
-                      generation_config=cfg, tokenizer=tokenizer if stop else None)  # [B * num_beams, 1 + new]
+                      generation_config=cfg, tokenizer=tokenizer if stop and trie is None else None,
+                      prefix_allowed_tokens_fn=allowed)                        # [B * num_beams, 1 + new]
     ids = ids[:, -1:]
     texts = [cut(t, stop) for t in tokenizer.batch_decode(out[:, ids.shape[1]:], skip_special_tokens=True)]
     return [texts[b * num_beams:(b + 1) * num_beams] for b in range(len(prompts))]
+
+# %% ../nbs/08_generation.ipynb #535d3a2d
+class ItemTrie:
+    "Prefix tree over token sequences (one per catalogue item, each ended by `eos`): which tokens may come next."
+    def __init__(self, sequences: list[list[int]], eos: int):
+        self.eos, self.root = eos, {}
+        for seq in sequences:
+            node = self.root
+            for t in list(seq) + [eos]: node = node.setdefault(t, {})
+
+    def allowed(self, prefix: list[int]) -> list[int]:
+        "Tokens that may follow `prefix` (only `eos` once the prefix has left the tree or completed an item)."
+        node = self.root
+        for t in prefix:
+            node = node.get(t)
+            if node is None: return [self.eos]
+        return list(node) or [self.eos]
 
 # %% ../nbs/08_generation.ipynb #4f6ad1ce
 def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -105,6 +124,7 @@ def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
              batch_size: int = 16,        # users per `generate` call
              progress: bool = True,       # show a tqdm bar over users
              offset_positions: bool = False,  # prompt positions start after the real prefix slots (prefix = text)
+             trie: ItemTrie | None = None,    # constrain every beam to a catalogue item's token sequence
              ) -> list[list[str]]:
     "For each of the `B` prompts, the generated next-item texts: `B` lists of `num_beams` strings (1 if `greedy`)."
     B = len(prompts)
@@ -120,7 +140,7 @@ def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             for s in range(0, B, batch_size):
                 sl = slice(s, s + batch_size)
                 results += _generate_batch(lm, tokenizer, [(k[sl], v[sl]) for k, v in prefix], prefix_mask[sl],
-                                           prompts[sl], n, max_new_tokens, stop, offset_positions, s)
+                                           prompts[sl], n, max_new_tokens, stop, offset_positions, s, trie)
                 bar.update(len(prompts[sl]))
     finally:
         lm.train(was_training)

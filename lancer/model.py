@@ -16,16 +16,16 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import as_cache, text_position_ids
-from .generation import generate
+from .generation import ItemTrie, generate
 from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
 from .protocol import Example, TextTemplate
 from .reasoning import ReasoningAttention, ReasoningConfig
 
 # %% auto #0
-__all__ = ['LancerConfig', 'ItemTexts', 'knowledge_batch', 'sequence_ids', 'history_tensor', 'sequence_batch', 'prefixed_hidden',
-           'label_loss', 'LancerModel', 'catalogue_representations', 'display_mapper', 'recommend', 'save_model',
-           'load_model']
+__all__ = ['DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_batch', 'sequence_ids', 'history_tensor', 'sequence_batch',
+           'prefixed_hidden', 'label_loss', 'LancerModel', 'catalogue_representations', 'display_mapper', 'item_trie',
+           'recommend', 'save_model', 'load_model']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 @dataclass
@@ -218,12 +218,22 @@ def display_mapper(model: LancerModel, pooling: str = "max") -> EmbeddingMapper:
     "The published mapper: catalogue display strings embedded by pooled input word embeddings of the generating LM."
     return EmbeddingMapper(word_embedding_encoder(model.lm, model.tokenizer, pooling=pooling), model.texts.display)
 
+DECODINGS = ("free", "constrained", "greedy")
+
+def item_trie(model: LancerModel) -> ItemTrie:
+    "Prefix tree of the catalogue's display-string tokens, for constrained decoding."
+    return ItemTrie(model.texts.display_ids, model.tokenizer.eos_token_id)
+
 @torch.inference_mode()
-def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int = 10, greedy: bool = False,
+def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int = 10, decoding: str = "free",
               item_reps: Tensor | None = None, mapper: EmbeddingMapper | None = None, batch_size: int = 32,
               exclude: list | None = None, progress: bool = True) -> tuple[list[list[int]], list[list[str]]]:
-    "Top-`k` item ids and the generated beam texts for each history (a list of item-id sequences)."
+    """Top-`k` item ids and the generated beam texts for each history (a list of item-id sequences).
+    `decoding`: "free" beam search + cosine mapping (the paper), "constrained" beams restricted to catalogue items,
+    "greedy" one generated text (the rest of the list filled by similarity)."""
     from tqdm.auto import tqdm
+    if decoding not in DECODINGS: raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
+    trie = item_trie(model) if decoding == "constrained" else None
     was_training = model.training
     model.eval()
     item_reps = catalogue_representations(model) if item_reps is None else item_reps
@@ -236,7 +246,7 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
         prompts = [model.tokenizer.decode(sequence_ids(model.texts, list(h)[-model.config.max_history:])) for h in chunk]
         texts = generate(model.lm, model.tokenizer, prefix, prefix_mask, prompts, num_beams=num_beams,
                          max_new_tokens=model.config.max_item_tokens, stop=model.texts.template.separator.rstrip(),
-                         greedy=greedy, progress=False)
+                         greedy=decoding == "greedy", progress=False, trie=trie)
         ex = None if exclude is None else exclude[start:start + batch_size]
         ranked += rank_items(texts, mapper, k=k, exclude=ex)
         beams += texts

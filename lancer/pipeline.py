@@ -91,15 +91,15 @@ def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
                              meta["config"]["max_history"], extra.get("protocol", "default"))
     return ds, split, meta
 
-def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10,
+def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10, decoding: str = "free",
                         device: str | None = None) -> dict[str, float]:
     "Recall/NDCG of a saved checkpoint on the `test` (or `valid`) split of the data it was trained on."
     if split_name not in ("test", "valid"): raise ValueError(f"split must be 'test' or 'valid', got {split_name!r}")
     ds, split, _ = _checkpoint_data(checkpoint)
     model = load_model(checkpoint, ds.items, device)
-    return evaluate_examples(model, getattr(split, split_name), TrainConfig(num_beams=num_beams))
+    return evaluate_examples(model, getattr(split, split_name), TrainConfig(num_beams=num_beams, decoding=decoding))
 
-def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10) -> dict:
+def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "free") -> dict:
     """The user's recent history and top-`k` (each item with the beam text it came from) from a checkpoint.
     `user` is the raw user id of the dataset (as in its files)."""
     ds, split, _ = _checkpoint_data(checkpoint)
@@ -110,7 +110,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
     model = load_model(checkpoint, ds.items)
     history = ds.sequences[u][-model.config.max_history:]
     mapper = display_mapper(model)
-    ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, mapper=mapper, progress=False)
+    ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, decoding=decoding, mapper=mapper, progress=False)
     source = {}
     for text, item in zip(beams[0], mapper.map(beams[0])[0]): source.setdefault(int(item), text)
     display = model.texts.display
@@ -135,6 +135,8 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
     train_config = train_config or TrainConfig(seed=seed)
     summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config)
     metrics["lancer"] = summary["lancer"]
+    other = "constrained" if train_config.decoding != "constrained" else "free"
+    metrics[f"lancer ({other} decoding)"] = evaluate_checkpoint(out / "lancer" / "best", "test", train_config.num_beams, other)
     timing["lancer"] = round(time.time() - t1, 1)
     timing["total"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))

@@ -37,18 +37,19 @@ class TrainConfig:
     epochs_stage1: int = 1
     epochs_stage2: int = 2
     batch_size: int = 32              # global batch = batch_size x processes x grad_accum
-    lr_stage1: float = 1e-3           # prompts + reasoning attention
-    lr_stage2: float = 5e-4           # everything that learns in stage 2
+    lr_stage1: float = 2e-3           # prompts + reasoning attention (small offline backbone; GPT-2: 2e-4 as published)
+    lr_stage2: float = 2e-3           # everything that learns in stage 2
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05        # linear warm-up, then cosine decay, per stage
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (GPU)
     all_positions: bool = True        # False: one example per user (published)
-    windows_per_user: int | None = None  # keep each user's most recent N training windows (None: all)
+    windows_per_user: int | None = 10  # keep each user's most recent N training windows (None: all, as on a GPU)
     num_beams: int = 10
+    decoding: str = "free"            # "free" (paper) | "constrained" | "greedy": how validation/test lists are made
     eval_batch_size: int = 32
-    valid_users: int | None = None    # validate on a fixed random subset of this many users (None: all)
+    valid_users: int | None = 200     # validate on a fixed random subset of this many users (None: all)
     seed: int = 0
     save_every: int = 0               # also save a resumable checkpoint every N optimizer steps (0: each epoch end)
     max_steps: int | None = None      # stop after this many optimizer steps in total (to simulate an interruption)
@@ -88,7 +89,7 @@ def evaluate_examples(model: LancerModel, examples: list[Example], cfg: TrainCon
     model = accelerator.unwrap_model(model)
     idx = list(range(len(examples)))
     with accelerator.split_between_processes(idx) as mine:
-        ranked, _ = recommend(model, [examples[i].history for i in mine], k=k, num_beams=cfg.num_beams,
+        ranked, _ = recommend(model, [examples[i].history for i in mine], k=k, num_beams=cfg.num_beams, decoding=cfg.decoding,
                               batch_size=cfg.eval_batch_size, progress=cfg.progress and accelerator.is_main_process)
         local = list(zip(mine, ranked))
     from accelerate.utils import gather_object
