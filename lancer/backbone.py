@@ -88,6 +88,7 @@ class OfflineBackboneConfig:
     batch_size: int = 8
     weight_decay: float = 0.01
     seed: int = 0
+    sequences: bool = False   # also pretrain on the training split's sequence texts (see backbone_corpus)
 
 # %% ../nbs/04_backbone.ipynb #0cf8c773
 def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:
@@ -102,12 +103,21 @@ def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> PreTrainedToken
     return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT, unk_token=EOT)
 
 # %% ../nbs/04_backbone.ipynb #91e8b288
-def backbone_corpus(ds, template) -> list[str]:
-    "Every item's display string and knowledge text (context + target) from a `SeqDataset` and a `TextTemplate`."
+def backbone_corpus(ds, template, sequences: list | None = None, window: int = 11) -> list[str]:
+    """Every item's display string and knowledge text (context + target) from a `SeqDataset` and a `TextTemplate`;
+    with `sequences` (the *training* parts of a split, never validation or test items), also those sequences written
+    as LANCER writes them, in chunks of `window` items."""
     texts = []
     for item in ds.items.to_dict("records"):
         context, target = template.knowledge_text(item)
         texts += [template.display_string(item), context + target]
+    if sequences is not None:
+        display = [template.display_string(item) for item in ds.items.to_dict("records")]
+        for seq in sequences:
+            for i in range(0, len(seq), window):
+                if len(chunk := seq[i:i + window]) > 1:
+                    prompt, _ = template.sequence_text([display[j] for j in chunk])
+                    texts.append(prompt.removesuffix(template.separator))
     return texts
 
 # %% ../nbs/04_backbone.ipynb #ea2864e7

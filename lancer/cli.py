@@ -53,6 +53,8 @@ def _add_training(p: argparse.ArgumentParser):
     b.add_argument("--n-embd", type=int, default=None)
     b.add_argument("--n-head", type=int, default=None)
     b.add_argument("--pretrain-epochs", type=int, default=None)
+    b.add_argument("--pretrain-on-sequences", action="store_true",
+                   help="also domain-pretrain on the training split's sequence texts")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `lancer` argument parser."
@@ -104,7 +106,8 @@ def _configs(args) -> tuple:
                              num_beams=args.num_beams, decoding=args.decoding, seed=args.seed,
                              all_positions=False if args.one_example_per_user else None)
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
-                                epochs=args.pretrain_epochs, seed=args.seed)
+                                epochs=args.pretrain_epochs, seed=args.seed,
+                                sequences=True if args.pretrain_on_sequences else None)
     return config, train_config, backbone_config
 
 def _print_metrics(metrics: dict):

@@ -37,9 +37,10 @@ def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = N
 
 # %% ../nbs/11_pipeline.ipynb #79d7103e
 def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBackboneConfig,
-                          cache_dir: str | Path | None = None) -> Path:
-    "Build (once) and return the offline backbone of `ds` with size `cfg`."
-    texts = backbone_corpus(ds, template)
+                          cache_dir: str | Path | None = None, split: Split | None = None) -> Path:
+    "Build (once) and return the offline backbone of `ds` with size `cfg` (`cfg.sequences`: also `split.train` as text)."
+    if cfg.sequences and split is None: raise ValueError("OfflineBackboneConfig(sequences=True) needs the split")
+    texts = backbone_corpus(ds, template, split.train if cfg.sequences else None, window=split.max_history + 1 if split else 11)
     key = hashlib.sha256(json.dumps([asdict(cfg), texts]).encode()).hexdigest()[:12]
     path = default_cache_dir(cache_dir) / "backbones" / f"{ds.name}-{key}"
     if not (path / "config.json").exists():
@@ -48,11 +49,11 @@ def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBa
 
 def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig | None = None,
                 backbone_config: OfflineBackboneConfig | None = None, template: TextTemplate | None = None,
-                cache_dir: str | Path | None = None) -> LancerModel:
+                cache_dir: str | Path | None = None, split: Split | None = None) -> LancerModel:
     "A fresh `LancerModel` for `ds`: two copies of the backbone (knowledge LM + generating LM) and new prompts."
     config = config or LancerConfig()
     template = template or template_for(ds.name)
-    path = offline_backbone_path(ds, template, backbone_config or OfflineBackboneConfig(), cache_dir) \
+    path = offline_backbone_path(ds, template, backbone_config or OfflineBackboneConfig(), cache_dir, split) \
         if backbone == "offline" else backbone
     lm, tokenizer = load_backbone(path)
     knowledge_lm, _ = load_backbone(path)
@@ -69,7 +70,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
     torch.manual_seed(train_config.seed)
-    model = build_model(ds, backbone, config, backbone_config)
+    model = build_model(ds, backbone, config, backbone_config, split=split)
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
     extra = {"dataset": ds.name, "data_dir": data_dir, "min_interactions": min_interactions, "protocol": protocol,

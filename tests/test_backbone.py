@@ -89,3 +89,24 @@ def test_as_cache_masked_prefix_is_invisible():
 def test_text_position_ids_left_and_right_padding():
     got = text_position_ids(torch.tensor([[1, 1, 1, 0], [0, 0, 1, 1]]))
     assert got.tolist() == [[0, 1, 2, 2], [0, 0, 0, 1]]
+
+
+def test_sequence_corpus_uses_only_training_parts():
+    "With sequences, the corpus writes the training parts as LANCER prompts; validation and test items never appear."
+    import numpy as np
+    from lancer.training import rule_dataset
+    from lancer.protocol import leave_one_out, template_for
+    from lancer.backbone import backbone_corpus
+    ds = rule_dataset(n_users=2, n_items=12, length=6)
+    ds.sequences = [np.arange(6), np.arange(6, 12)]
+    ds.name = "ml-100k"
+    split = leave_one_out(ds, max_history=4)
+    template = template_for("ml-100k")
+    plain = backbone_corpus(ds, template)
+    texts = backbone_corpus(ds, template, split.train, window=5)
+    seq_texts = texts[len(plain):]
+    assert len(seq_texts) == 2 and all(t.startswith(template.opener) for t in seq_texts)
+    display = template.display_strings(ds.items)
+    held_out = [display[i] for i in (4, 5, 10, 11)]
+    assert not any(h in t for h in held_out for t in seq_texts)
+    assert all(display[i] in seq_texts[0] for i in range(4))
