@@ -89,6 +89,7 @@ class OfflineBackboneConfig:
     weight_decay: float = 0.01
     seed: int = 0
     sequences: bool = False   # also pretrain on the training split's sequence texts (see backbone_corpus)
+    sequence_items: int | None = 44  # with `sequences`: each user's most recent training items used (None: all)
 
 # %% ../nbs/04_backbone.ipynb #0cf8c773
 def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:

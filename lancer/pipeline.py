@@ -40,7 +40,8 @@ def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBa
                           cache_dir: str | Path | None = None, split: Split | None = None) -> Path:
     "Build (once) and return the offline backbone of `ds` with size `cfg` (`cfg.sequences`: also `split.train` as text)."
     if cfg.sequences and split is None: raise ValueError("OfflineBackboneConfig(sequences=True) needs the split")
-    texts = backbone_corpus(ds, template, split.train if cfg.sequences else None, window=split.max_history + 1 if split else 11)
+    recent = [seq[-cfg.sequence_items:] if cfg.sequence_items else seq for seq in split.train] if cfg.sequences else None
+    texts = backbone_corpus(ds, template, recent, window=split.max_history + 1 if split else 11)
     key = hashlib.sha256(json.dumps([asdict(cfg), texts]).encode()).hexdigest()[:12]
     path = default_cache_dir(cache_dir) / "backbones" / f"{ds.name}-{key}"
     if not (path / "config.json").exists():
