@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_backbone.ipynb #f49157a3
 from __future__ import annotations
-import json, math, os, time
+import json, math, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 

@@ -6,10 +6,7 @@
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
-from dataclasses import fields
 
 # %% auto #0
 __all__ = ['DATASETS', 'build_parser', 'run', 'main']

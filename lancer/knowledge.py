@@ -8,7 +8,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn, Tensor
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 

@@ -6,10 +6,9 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -141,7 +140,6 @@ class LancerModel(nn.Module):
         super().__init__()
         self.config = config = config or LancerConfig()
         self.lm, self.knowledge_lm, self.tokenizer, self.texts = lm, knowledge_lm, tokenizer, texts
-        lm_cfg = lm.config
         self.knowledge_prompt = KnowledgePrompt(lm.config, KnowledgePromptConfig(n_prefix=config.n_prefix,
                                                                                  dropout=config.prompt_dropout))
         self.reasoning = ReasoningAttention(lm.config, ReasoningConfig(n_head=config.attn_heads, dropout=config.prompt_dropout),

@@ -8,15 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
 
-from .backbone import BackboneError, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
+from .backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
 from .data import default_cache_dir, filter_min_interactions, load_dataset, SeqDataset
 from .metrics import results_table
 from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_model, recommend

@@ -10,7 +10,7 @@ import math
 import random
 import resource
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -22,8 +22,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .metrics import evaluate
-from .model import (LancerModel, catalogue_representations, display_mapper, load_model, recommend, save_model,
-                          sequence_batch)
+from .model import LancerModel, load_model, recommend, save_model, sequence_batch
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
@@ -120,7 +119,7 @@ def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict,
     tensors, meta = _optimizer_tensors(opt)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, path / "optimizer.safetensors")
-    meta |= {"scheduler": sched.state_dict(), "python_rng": None}
+    meta["scheduler"] = sched.state_dict()
     (path / "optimizer.json").write_text(json.dumps(meta, default=str))
     (path / "trainer.json").write_text(json.dumps(state, indent=2))
 
