@@ -159,3 +159,6 @@ def main(argv: list[str] | None = None) -> int:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"lancer: error: {msg}", file=sys.stderr)
         return 2
+
+# %% ../nbs/12_cli.ipynb #a3ca1c0d
+if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # a module run, not this notebook
