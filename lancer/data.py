@@ -156,6 +156,16 @@ def _year(date: str, title: str) -> str:
     m = re.search(r"(\d{4})\s*$", date.strip()) or re.search(r"\((\d{4})\)\s*$", title)
     return m.group(1) if m else ""
 
+def _rating_sequences(name: str, items: pd.DataFrame, path: Path, sep: str, what: str,
+                      names: tuple[str, str, str]) -> SeqDataset:
+    "Sequences from a MovieLens ratings file (user, item, rating, timestamp per latin-1 line); `names` label user, rating, time in errors."
+    users, its, times, lines = [], [], [], []
+    for no, line in read_lines(path, "latin-1"):
+        u, i, r, t = _split(line, sep, 4, path, no, what)
+        _int(u, path, no, names[0]); _int(r, path, no, names[1])
+        users.append(u); its.append(i); times.append(_int(t, path, no, names[2])); lines.append(no)
+    return build_sequences(name, items, users, its, times, lines, path)
+
 def load_ml100k(data_dir: str | Path, name: str = "ml-100k") -> SeqDataset:
     "Load MovieLens-100K from the GroupLens files `u.data` and `u.item` in `data_dir`."
     ip, dp = Path(data_dir)/"u.item", Path(data_dir)/"u.data"
@@ -167,12 +177,7 @@ def load_ml100k(data_dir: str | Path, name: str = "ml-100k") -> SeqDataset:
         genres = ", ".join(g for g, x in zip(ML100K_GENRES, f[5:]) if x == "1")
         rows.append(dict(raw_id=f[0], title=f[1], year=_year(f[2], f[1]), genres=genres))
     items = _items_frame(rows, ip)
-    users, its, times, lines = [], [], [], []
-    for no, line in read_lines(dp, "latin-1"):
-        u, i, r, t = _split(line, "\t", 4, dp, no, "user item rating timestamp")
-        _int(u, dp, no, "user id"); _int(r, dp, no, "rating")
-        users.append(u); its.append(i); times.append(_int(t, dp, no, "timestamp")); lines.append(no)
-    return build_sequences(name, items, users, its, times, lines, dp)
+    return _rating_sequences(name, items, dp, "\t", "user item rating timestamp", ("user id", "rating", "timestamp"))
 
 # %% ../nbs/00_data.ipynb #8f914015
 _RECBOLE_RENAME = {"movie_title": "title", "book_title": "title", "title": "title", "release_year": "year",
@@ -229,12 +234,7 @@ def load_ml1m(data_dir: str | Path, name: str = "ml-1m") -> SeqDataset:
         _int(i, mp, no, "MovieID")
         rows.append(dict(raw_id=i, title=title, year=_year("", title), genres=", ".join(genres.split("|"))))
     items = _items_frame(rows, mp)
-    users, its, times, lines = [], [], [], []
-    for no, line in read_lines(rp, "latin-1"):
-        u, i, r, t = _split(line, "::", 4, rp, no, "UserID::MovieID::Rating::Timestamp")
-        _int(u, rp, no, "UserID"); _int(r, rp, no, "Rating")
-        users.append(u); its.append(i); times.append(_int(t, rp, no, "Timestamp")); lines.append(no)
-    return build_sequences(name, items, users, its, times, lines, rp)
+    return _rating_sequences(name, items, rp, "::", "UserID::MovieID::Rating::Timestamp", ("UserID", "Rating", "Timestamp"))
 
 # %% ../nbs/00_data.ipynb #e372e04c
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
