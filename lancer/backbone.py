@@ -83,13 +83,13 @@ class OfflineBackboneConfig:
     n_positions: int = 512
     vocab_size: int = 8192    # upper bound: the BPE trainer stops earlier on a small corpus
     block_size: int = 128     # tokens per pretraining sequence (texts are packed, separated by <|endoftext|>)
-    epochs: int = 4
-    lr: float = 1e-3
-    batch_size: int = 8
+    epochs: int = 2
+    lr: float = 2e-3
+    batch_size: int = 32
     weight_decay: float = 0.01
     seed: int = 0
-    sequences: bool = False   # also pretrain on the training split's sequence texts (see backbone_corpus)
-    sequence_items: int | None = 44  # with `sequences`: each user's most recent training items used (None: all)
+    sequences: bool = True    # also pretrain on the training split's sequence texts (see backbone_corpus)
+    sequence_items: int | None = None  # with `sequences`: each user's most recent training items used (None: all)
 
 # %% ../nbs/04_backbone.ipynb #0cf8c773
 def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:

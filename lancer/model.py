@@ -190,9 +190,17 @@ class LancerModel(nn.Module):
         return prefix, prefix_mask, kloss, self.reasoning.attn_weights
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, history: Tensor,
-                history_mask: Tensor) -> dict[str, Tensor]:
-        "Losses of one sequence batch: `loss` = sequence loss + knowledge_weight * knowledge loss."
-        prefix, prefix_mask, kloss, _ = self.user_prefix(history, history_mask)
+                history_mask: Tensor, item_reps: Tensor | None = None,
+                knowledge_items: Tensor | None = None) -> dict[str, Tensor]:
+        """Losses of one sequence batch: `loss` = sequence loss + knowledge_weight * knowledge loss.
+        Exact (default): the batch's unique history items are encoded now, so the sequence loss also trains the knowledge
+        prompt through them. Cached: `item_reps` [n_items, d] (a detached catalogue table) gives the representations,
+        and the knowledge loss is computed on `knowledge_items` only."""
+        prefix, prefix_mask, kloss, _ = self.user_prefix(history, history_mask, item_reps)
+        if item_reps is not None:
+            if knowledge_items is None or len(knowledge_items) == 0:
+                raise ValueError("forward with item_reps (cached mode) needs knowledge_items for the knowledge loss")
+            kloss = self.encode_items(knowledge_items)[0]
         hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask)  # [B, T, d]
         seq_loss = label_loss(self.lm, hidden, labels)
         loss = seq_loss + self.config.knowledge_weight * kloss

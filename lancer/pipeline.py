@@ -37,8 +37,9 @@ def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = N
 # %% ../nbs/11_pipeline.ipynb #79d7103e
 def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBackboneConfig,
                           cache_dir: str | Path | None = None, split: Split | None = None) -> Path:
-    "Build (once) and return the offline backbone of `ds` with size `cfg` (`cfg.sequences`: also `split.train` as text)."
-    if cfg.sequences and split is None: raise ValueError("OfflineBackboneConfig(sequences=True) needs the split")
+    """Build (once) and return the offline backbone of `ds` with size `cfg` (`cfg.sequences`: also `split.train` as text;
+    without `split`, the training parts of the default leave-one-out split of `ds`)."""
+    if cfg.sequences and split is None: split = leave_one_out(ds)
     recent = [seq[-cfg.sequence_items:] if cfg.sequence_items else seq for seq in split.train] if cfg.sequences else None
     texts = backbone_corpus(ds, template, recent, window=split.max_history + 1 if split else 11)
     key = hashlib.sha256(json.dumps([asdict(cfg), texts]).encode()).hexdigest()[:12]
@@ -49,8 +50,9 @@ def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBa
 
 def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig | None = None,
                 backbone_config: OfflineBackboneConfig | None = None, template: TextTemplate | None = None,
-                cache_dir: str | Path | None = None, split: Split | None = None) -> LancerModel:
-    "A fresh `LancerModel` for `ds`: two copies of the backbone (knowledge LM + generating LM) and new prompts."
+                cache_dir: str | Path | None = None, split: Split | None = None, seed: int = 0) -> LancerModel:
+    """A fresh `LancerModel` for `ds`: two copies of the backbone (knowledge LM + generating LM) and new prompts,
+    initialised from `seed` (the same whether the offline backbone was just built or came from the cache)."""
     config = config or LancerConfig()
     template = template or template_for(ds.name)
     path = offline_backbone_path(ds, template, backbone_config or OfflineBackboneConfig(), cache_dir, split) \
@@ -58,6 +60,7 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
     lm, tokenizer = load_backbone(path)
     knowledge_lm, _ = load_backbone(path)
     texts = ItemTexts(ds.items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
+    torch.manual_seed(seed)
     return LancerModel(lm, knowledge_lm, tokenizer, texts, config)
 
 # %% ../nbs/11_pipeline.ipynb #3518a306
@@ -69,8 +72,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     t0 = time.time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
-    torch.manual_seed(train_config.seed)
-    model = build_model(ds, backbone, config, backbone_config, split=split)
+    model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
     extra = {"dataset": ds.name, "data_dir": data_dir, "min_interactions": min_interactions, "protocol": protocol,
@@ -92,7 +94,7 @@ def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
                              meta["config"]["max_history"], extra.get("protocol", "default"))
     return ds, split, meta
 
-def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10, decoding: str = "free",
+def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10, decoding: str = "constrained",
                         device: str | None = None) -> dict[str, float]:
     "Recall/NDCG of a saved checkpoint on the `test` (or `valid`) split of the data it was trained on."
     if split_name not in ("test", "valid"): raise ValueError(f"split must be 'test' or 'valid', got {split_name!r}")
@@ -100,7 +102,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_be
     model = load_model(checkpoint, ds.items, device)
     return evaluate_examples(model, getattr(split, split_name), TrainConfig(num_beams=num_beams, decoding=decoding))
 
-def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "free") -> dict:
+def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "constrained") -> dict:
     """The user's recent history and top-`k` (each item with the beam text it came from) from a checkpoint.
     `user` is the raw user id of the dataset (as in its files)."""
     ds, split, _ = _checkpoint_data(checkpoint)

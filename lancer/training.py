@@ -22,43 +22,46 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .metrics import evaluate
-from .model import LancerModel, load_model, recommend, save_model, sequence_batch
+from .model import LancerModel, catalogue_representations, load_model, recommend, save_model, sequence_batch
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
-__all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'evaluate_examples', 'save_training_state', 'peak_memory_mb',
-           'train']
+__all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'evaluate_examples', 'save_training_state', 'cached_inputs',
+           'peak_memory_mb', 'train', 'plot_training']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
 class TrainConfig:
     "How to train a `LancerModel`."
     epochs_stage1: int = 1
-    epochs_stage2: int = 2
+    epochs_stage2: int = 3
     batch_size: int = 32              # global batch = batch_size x processes x grad_accum
     lr_stage1: float = 2e-3           # prompts + reasoning attention (small offline backbone; GPT-2: 2e-4 as published)
-    lr_stage2: float = 2e-3           # everything that learns in stage 2
+    lr_stage2: float = 5e-4           # everything that learns in stage 2 (the LM is domain-pretrained already)
     weight_decay: float = 0.0
     warmup_ratio: float = 0.05        # linear warm-up, then cosine decay, per stage
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (GPU)
     all_positions: bool = True        # False: one example per user (published)
-    windows_per_user: int | None = 10  # keep each user's most recent N training windows (None: all, as on a GPU)
+    windows_per_user: int | None = 5  # keep each user's most recent N training windows (None or 0: all, as on a GPU)
     num_beams: int = 10
-    decoding: str = "free"            # "free" (paper) | "constrained" | "greedy": how validation/test lists are made
+    decoding: str = "constrained"     # "free" (paper) | "constrained" | "greedy": how validation/test lists are made
     eval_batch_size: int = 32
-    valid_users: int | None = 200     # validate on a fixed random subset of this many users (None: all)
+    valid_users: int | None = 400     # validate on a fixed random subset of this many users (None or 0: all)
     seed: int = 0
     save_every: int = 0               # also save a resumable checkpoint every N optimizer steps (0: each epoch end)
     max_steps: int | None = None      # stop after this many optimizer steps in total (to simulate an interruption)
     progress: bool = True
+    item_reps: str = "exact"          # "exact": each step encodes its batch's unique items | "cached": a catalogue table
+    refresh_every: int = 50           # cached: recompute the catalogue table every N optimizer steps
+    knowledge_items: int = 32         # cached: the knowledge loss of a step uses this many of its batch's items (sampled)
 
 # %% ../nbs/10_training.ipynb #7080e4e5
 def select_examples(split: Split, cfg: TrainConfig) -> list[Example]:
     "Training examples of `split` under `cfg`'s policy (all positions or one per user; most recent `windows_per_user`)."
     examples = training_examples(split, all_positions=cfg.all_positions)
-    if cfg.windows_per_user is None: return examples
+    if not cfg.windows_per_user: return examples
     by_user: dict[int, list[Example]] = {}
     for ex in examples: by_user.setdefault(ex.user, []).append(ex)
     return [ex for u in sorted(by_user) for ex in by_user[u][-cfg.windows_per_user:]]
@@ -124,6 +127,13 @@ def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict,
     (path / "trainer.json").write_text(json.dumps(state, indent=2))
 
 # %% ../nbs/10_training.ipynb #d4e42e09
+def cached_inputs(batch: dict, table: torch.Tensor, k: int, generator: torch.Generator) -> dict:
+    "Extra `forward` inputs in cached mode: the catalogue table and `k` of the batch's unique history items, sampled."
+    unique = torch.unique(batch["history"][batch["history_mask"]])
+    pick = torch.randperm(len(unique), generator=generator)[:k]
+    return {"item_reps": table, "knowledge_items": unique[pick.sort().values]}
+
+# %% ../nbs/10_training.ipynb #2618577d
 def _schedule(total: int, warmup_ratio: float):
     warmup = max(1, int(total * warmup_ratio))
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total)))
@@ -143,16 +153,18 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                                              cpu=not torch.cuda.is_available())
     main = accelerator.is_main_process
+    if cfg.item_reps not in ("exact", "cached"): raise ValueError(f"item_reps must be 'exact' or 'cached', got {cfg.item_reps!r}")
+    sampler = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     model.to(accelerator.device)
     examples = select_examples(split, cfg)
     valid = split.valid
-    if cfg.valid_users is not None and cfg.valid_users < len(valid):
+    if cfg.valid_users and cfg.valid_users < len(valid):
         pick = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
         valid = [valid[i] for i in sorted(pick)]
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
                       loss_on=model.config.loss_on)
-    state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": []}
+    state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": []}
     opt_state = None
     if resume and (out / "last" / "trainer.json").exists():
         state = json.loads((out / "last" / "trainer.json").read_text())
@@ -166,6 +178,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     for stage in (1, 2):
         if stage < state["stage"] or epochs[stage] == 0: continue
         model.set_stage(stage)
+        table, refreshed_at = None, 0                     # cached item representations (cfg.item_reps == "cached")
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
@@ -187,6 +200,10 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                        disable=not (cfg.progress and main), leave=False)
             step_in_epoch, running = skip, None
             for batch in batches:
+                if cfg.item_reps == "cached":
+                    if table is None or state["global_step"] - refreshed_at >= cfg.refresh_every:
+                        table, refreshed_at = catalogue_representations(model).clone(), state["global_step"]
+                    batch = batch | cached_inputs(batch, table, cfg.knowledge_items, sampler)
                 with accelerator.accumulate(wrapped):
                     losses = wrapped(**batch)
                     accelerator.backward(losses["loss"])
@@ -200,6 +217,9 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                 bar.set_postfix(loss=f"{running:.3f}", seq=f"{losses['sequence_loss'].item():.3f}",
                                 know=f"{losses['knowledge_loss'].item():.3f}")
                 state |= {"stage": stage, "epoch": epoch, "step_in_epoch": step_in_epoch, "last_loss": loss}
+                state.setdefault("steps", []).append({"stage": stage, "step": state["global_step"], "loss": round(loss, 5),
+                                                      "sequence_loss": round(losses["sequence_loss"].item(), 5),
+                                                      "knowledge_loss": round(losses["knowledge_loss"].item(), 5)})
                 if cfg.save_every and state["global_step"] % cfg.save_every == 0 and main:
                     save_training_state(out / "last", model, opt, sched, state, extra or {})
                 if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
@@ -227,8 +247,30 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     test = evaluate_examples(best, split.test, cfg, accelerator)
     summary = {"lancer": test, "valid_history": state["history"], "best_valid_ndcg@10": state["best_ndcg@10"],
                "wall_time_s": round(time.time() - t0, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
-               "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config)}
+               "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config),
+               "train_steps": state.get("steps", [])}
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+# %% ../nbs/10_training.ipynb #2982cbd9
+def plot_training(summary: dict, smooth: int = 20):
+    "Step losses (moving average over `smooth` steps) and validation NDCG@10 per epoch, coloured by stage."
+    import matplotlib.pyplot as plt
+    import pandas as pd
+    steps, valid = pd.DataFrame(summary["train_steps"]), pd.DataFrame(summary["valid_history"])
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    for stage, g in steps.groupby("stage"):
+        for col, style in (("sequence_loss", "-"), ("knowledge_loss", ":")):
+            ax[0].plot(g["step"], g[col].rolling(smooth, min_periods=1).mean(), style, color=f"C{stage - 1}",
+                       label=f"stage {stage} {col.replace('_', ' ')}")
+    ax[0].set(xlabel="optimizer step", ylabel="loss (nats/token)", title="training losses")
+    ax[0].legend(fontsize=8)
+    valid = valid.assign(n=range(1, len(valid) + 1))
+    for stage, g in valid.groupby("stage"):
+        ax[1].plot(g["n"], g["ndcg@10"], "o-", color=f"C{stage - 1}", label=f"stage {stage}")
+    ax[1].set(xlabel="epoch (both stages)", ylabel="NDCG@10", title="validation")
+    ax[1].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -141,3 +141,17 @@ def test_empty_history_is_a_clear_error(setup):
 def test_config_rejects_bad_values():
     with pytest.raises(ValueError, match="item_repr"): LancerConfig(item_repr="first")
     with pytest.raises(ValueError, match="loss_on"): LancerConfig(loss_on="some")
+
+
+def test_fresh_model_does_not_depend_on_the_backbone_cache(tmp_path):
+    "The prompts start from the same weights whether the offline backbone was just built or came from the cache."
+    ds = rule_dataset(n_users=8)
+    ds.name = "ml-100k"
+    args = (ds, "offline", LancerConfig(n_prefix=P, max_history=H, attn_heads=2),
+            OfflineBackboneConfig(n_layer=L, n_embd=D, n_head=NH, vocab_size=400, epochs=1, batch_size=16))
+    built = build_model(*args, cache_dir=tmp_path, seed=3)                  # builds the backbone (uses the RNG)
+    cached = build_model(*args, cache_dir=tmp_path, seed=3)                 # loads it from the cache
+    other = build_model(*args, cache_dir=tmp_path, seed=4)
+    for name, p in built.knowledge_prompt.state_dict().items():
+        torch.testing.assert_close(cached.knowledge_prompt.state_dict()[name], p)
+    assert not torch.equal(other.reasoning.w_q.weight, built.reasoning.w_q.weight)

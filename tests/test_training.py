@@ -216,3 +216,21 @@ def test_unloadable_backbone(tiny, capsys, tmp_path):
     line = _cli_error(capsys, ["train", "--dataset", "ml-100k", "--data-dir", str(ML100K), "--backbone", "no/such-model",
                                "--output-dir", str(tmp_path / "d")])
     assert "no/such-model" in line and "offline" in line
+
+
+def test_cached_item_representations_train(tmp_path):
+    "Cached mode (catalogue table refreshed every 3 steps, knowledge loss on 4 sampled items) runs and learns."
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    ds, split = _rule(40)
+    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2),
+                        OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=2, batch_size=16),
+                        cache_dir=tmp_path / "cache")
+    cfg = TrainConfig(epochs_stage1=1, epochs_stage2=4, batch_size=16, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
+                      num_beams=3, progress=False, item_reps="cached", refresh_every=3, knowledge_items=4)
+    summary = train(model, split, cfg, tmp_path / "run")
+    losses = [s["loss"] for s in summary["train_steps"]]
+    assert len(losses) == 5 * 13 and all(map(lambda v: v == v, losses))          # 200 windows / 16 = 13 steps per epoch
+    assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
+    with pytest.raises(ValueError, match="item_reps"):
+        train(model, split, TrainConfig(item_reps="approximate", progress=False), tmp_path / "bad")
