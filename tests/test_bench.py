@@ -1,0 +1,60 @@
+"""Tests for lancer.bench: the naive path computes what lancer computes, and a tiny run writes a complete report."""
+import json
+
+import pytest
+import torch
+
+from lancer.bench import BenchConfig, bench_model, bench_table, naive_loss, naive_recommend, run_bench
+from lancer.model import recommend, sequence_batch
+from lancer.protocol import leave_one_out, training_examples
+from lancer.training import rule_dataset
+
+
+@pytest.fixture(scope="module")
+def rule():
+    ds = rule_dataset(n_users=30)
+    ds.name = "ml-100k"                                                   # borrow the MovieLens template
+    return ds
+
+
+@pytest.fixture(scope="module")
+def tiny(rule, tmp_path_factory):
+    return bench_model(rule, n_layer=2, n_embd=32, n_head=2, n_positions=200, output_dir=tmp_path_factory.mktemp("bb"))
+
+
+def test_naive_loss_equals_lancer_loss_for_every_example(rule, tiny):
+    tiny.eval()
+    split = leave_one_out(rule, max_history=10)
+    for ex in training_examples(split)[:12]:
+        fast = tiny(**sequence_batch(tiny.texts, [ex], 10, tiny.pad_id))["loss"]
+        torch.testing.assert_close(naive_loss(tiny, ex, pad_to=160), fast, rtol=1e-4, atol=1e-4)
+
+
+def test_naive_loss_rejects_inputs_longer_than_pad_to(rule, tiny):
+    ex = training_examples(leave_one_out(rule, max_history=10))[-1]
+    with pytest.raises(ValueError, match="pad_to=8"):
+        naive_loss(tiny, ex, pad_to=8)
+
+
+def test_naive_evaluation_returns_lancers_lists(rule, tiny):
+    split = leave_one_out(rule, max_history=10)
+    users = [ex.history for ex in split.valid[:5]]
+    fast, _ = recommend(tiny, users, k=10, num_beams=3, decoding="free", progress=False)
+    assert naive_recommend(tiny, users, k=10, num_beams=3, pad_to=160) == fast
+
+
+def test_tiny_run_writes_a_complete_report(rule, tmp_path):
+    out = tmp_path / "bench.json"
+    cfg = BenchConfig(n_layer=2, n_embd=32, n_head=2, train_batches=1, naive_sequences=1, eval_users=4,
+                      naive_eval_users=2, num_beams=3, pad_to=160)
+    report = run_bench(cfg, out, ds=rule, progress=False, results_dir=None)
+    saved = json.loads(out.read_text())
+    assert saved["config"]["pad_to"] == 160 and saved["versions"]["torch"] == torch.__version__
+    for path in ("lancer", "naive"):
+        for key in ("stage1_seq_per_s", "stage2_seq_per_s", "eval_users_per_s", "peak_rss_mb"):
+            assert saved[path][key] > 0, (path, key)
+    assert saved["lancer"]["stage1_gflops"] > 0 and saved["matmul_peak_gflops"] > 0
+    assert set(saved["ratio_cached"]) == {"stage1_seq_per_s", "stage2_seq_per_s"} and saved["quality"] == {}
+    assert saved["exactness"]["same_top10_lists"] == 1.0 and saved["exactness"]["loss_abs_diff"] < 1e-4
+    assert {(r["users"], r["history_cap"]) for r in saved["scaling"]} == {(0.25, 10), (0.5, 10), (1.0, 10), (1.0, 5), (1.0, 20)}
+    assert list(bench_table(report).columns) == ["naive", "lancer", "lancer / naive"] and len(bench_table(report)) == 5
