@@ -247,7 +247,7 @@ def training_quality(results_dir: str | Path | None = "results/main-ml-100k") ->
         if path.exists():
             run = json.loads(path.read_text())
             out[mode] = {"file": str(name), "best_valid_ndcg@10": run["best_valid_ndcg@10"],
-                         "test_ndcg@10": run["lancer"]["ndcg@10"], "train_wall_s": run["wall_time_s"]}
+                         "test_ndcg@10": run["lancer"]["ndcg@10"]}
     return out
 
 def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench/results.json",

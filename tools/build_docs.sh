@@ -67,6 +67,8 @@ nbs="$(cd "$proj" && python -c 'from nbdev.config import get_config; print(get_c
 # 2. execute the notebooks in the copy
 if [ "$execute" = 1 ]; then
   echo "== executing notebooks ($n_workers workers)"
+  # one OpenMP thread per notebook process when several run at once (oversubscribed cores slow torch down several-fold)
+  if [ "$n_workers" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
   (cd "$proj" && python "$here/exec_nbs.py" "$nbs" --n_workers "$n_workers")
 fi
 
