@@ -84,7 +84,8 @@ def test_save_load_same_recommendations(trained, tmp_path):
 def test_best_checkpoint_reproduces_test_metrics(trained):
     ds, split, _, out, summary = trained
     best = load_model(out / "best", ds.items)
-    ranked, _ = recommend(best, [ex.history for ex in split.test], k=10, num_beams=3, progress=False)
+    ranked, _ = recommend(best, [ex.history for ex in split.test], k=10, num_beams=3,
+                          decoding=summary["config"]["decoding"], progress=False)   # as the run evaluated its test split
     again = evaluate(ranked, [ex.target for ex in split.test])
     assert again == pytest.approx(summary["lancer"])
     assert _test_ranking(load_model(out / "best", ds.items), split) == _test_ranking(best, split)

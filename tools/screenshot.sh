@@ -4,8 +4,7 @@
 #   bash tools/screenshot.sh [SITE_DIR] [OUT_DIR] [PAGE.html ...]
 #
 # SITE_DIR defaults to <repo>/_docs (build it with tools/build_docs.sh), OUT_DIR to ${TMPDIR:-/tmp}/lancer-screenshots
-# (outside the repo). Pages default to index.html plus
-# the first tutorial page found (a notebook page whose name does not start with index). One PNG per page,
+# (outside the repo). Pages default to index.html plus tutorial.html (or, without one, the first other page). One PNG per page,
 # 1280x1600, named after the page. Pages load from file://; external scripts (KaTeX) are not fetched offline.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -24,7 +23,8 @@ out="$(cd "$out" && pwd)"
 
 if [ ${#pages[@]} -eq 0 ]; then
   pages=(index.html)
-  tutorial="$(cd "$site" && ls *.html 2>/dev/null | grep -v '^index' | sort | head -n 1 || true)"
+  if [ -f "$site/tutorial.html" ]; then tutorial=tutorial.html
+  else tutorial="$(cd "$site" && ls *.html 2>/dev/null | grep -v '^index' | sort | head -n 1 || true)"; fi
   [ -n "$tutorial" ] && pages+=("$tutorial")
 fi
 
