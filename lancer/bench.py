@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import platform
-import resource
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -22,19 +20,21 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GenerationConfig
 
-from .backbone import OfflineBackboneConfig, as_cache, backbone_corpus, build_offline_backbone, load_backbone
+from .backbone import OfflineBackboneConfig, as_cache, backbone_corpus, build_offline_backbone
 from .generation import left_pad, position_ids
 from .knowledge import pool_hidden
 from .mapping import rank_items
 from .metrics import evaluate
-from .model import (ItemTexts, LancerConfig, LancerModel, catalogue_representations, display_mapper, history_tensor,
+from .model import (LancerModel, catalogue_representations, display_mapper, history_tensor,
                           knowledge_batch, prefixed_hidden, recommend, sequence_batch, sequence_ids)
-from .training import cached_inputs
+from .pipeline import build_model, prepare_data
+from .training import cached_inputs, peak_rss_mb
+from . import __version__
 from .protocol import Example, leave_one_out, template_for, training_examples
 
 # %% auto #0
 __all__ = ['naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch', 'naive_recommend', 'bench_model',
-           'BenchConfig', 'matmul_gflops', 'step_flops', 'peak_rss_mb', 'time_training', 'time_epoch', 'scaling_table',
+           'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training', 'time_epoch', 'scaling_table',
            'training_quality', 'run_bench', 'bench_table']
 
 # %% ../nbs/13_bench.ipynb #c832ce9f
@@ -43,17 +43,28 @@ def _pad_right(t: Tensor, length: int, value: int) -> Tensor:
     if t.shape[1] > length: raise ValueError(f"inputs of {t.shape[1]} tokens do not fit pad_to={length}")
     return torch.nn.functional.pad(t, (0, length - t.shape[1]), value=value)
 
+def _padded(model: LancerModel, batch: dict, pad_to: int) -> tuple[Tensor, Tensor, Tensor]:
+    "`input_ids`, `attention_mask` and `labels` of `batch`, each right-padded to `[N, pad_to]`, on the model's device."
+    return tuple(_pad_right(batch[k], pad_to, v).to(model.device)
+                 for k, v in (("input_ids", model.pad_id), ("attention_mask", 0), ("labels", -100)))
+
+def _all_position_loss(lm, hidden: Tensor, labels: Tensor) -> Tensor:
+    "Cross-entropy of the labelled tokens, with vocabulary logits computed at *every* position (as HF LM heads do)."
+    logits = lm.get_output_embeddings()(hidden)                                             # [N, pad_to, V]
+    return torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
+
+def _slots(history: Tensor, history_mask: Tensor, reps: Tensor) -> Tensor:
+    "History slots `[B, H, d]`: the representations of the real items in order, zeros in padded slots."
+    slots = torch.zeros(*history.shape, reps.shape[-1], device=reps.device, dtype=reps.dtype)
+    slots[history_mask] = reps
+    return slots
+
 def naive_encode_items(model: LancerModel, item_ids: list[int], pad_to: int = 512) -> tuple[Tensor, Tensor]:
     "Knowledge loss and representations `[U, d]` of `item_ids` (repeats included), every row padded to `pad_to` tokens."
-    batch = knowledge_batch(model.texts, item_ids, model.pad_id)
-    ids = _pad_right(batch["input_ids"], pad_to, model.pad_id).to(model.device)            # [U, pad_to]
-    mask = _pad_right(batch["attention_mask"], pad_to, 0).to(model.device)
-    labels = _pad_right(batch["labels"], pad_to, -100).to(model.device)
+    ids, mask, labels = _padded(model, knowledge_batch(model.texts, item_ids, model.pad_id), pad_to)  # [U, pad_to]
     U, P = len(item_ids), model.config.n_prefix
     hidden = prefixed_hidden(model.knowledge_lm, model.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)
-    logits = model.knowledge_lm.get_output_embeddings()(hidden)                            # [U, pad_to, V]: every position
-    loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
-    return loss, pool_hidden(hidden, mask, model.config.item_repr)
+    return _all_position_loss(model.knowledge_lm, hidden, labels), pool_hidden(hidden, mask, model.config.item_repr)
 
 # %% ../nbs/13_bench.ipynb #0a6c5a04
 def naive_loss(model: LancerModel, example: Example, pad_to: int = 512) -> Tensor:
@@ -61,17 +72,11 @@ def naive_loss(model: LancerModel, example: Example, pad_to: int = 512) -> Tenso
     history, history_mask = history_tensor([example.history], model.config.max_history)
     history, history_mask = history.to(model.device), history_mask.to(model.device)
     kloss, reps = naive_encode_items(model, history[history_mask].tolist(), pad_to)
-    slots = torch.zeros(*history.shape, reps.shape[-1], device=model.device, dtype=reps.dtype)
-    slots[history_mask] = reps
-    prefix, prefix_mask = model.reasoning(slots, history_mask, model.knowledge_prompt.hidden())
+    prefix, prefix_mask = model.reasoning(_slots(history, history_mask, reps), history_mask, model.knowledge_prompt.hidden())
     batch = sequence_batch(model.texts, [example], model.config.max_history, model.pad_id, model.config.loss_on)
-    ids = _pad_right(batch["input_ids"], pad_to, model.pad_id).to(model.device)
-    mask = _pad_right(batch["attention_mask"], pad_to, 0).to(model.device)
-    labels = _pad_right(batch["labels"], pad_to, -100).to(model.device)
+    ids, mask, labels = _padded(model, batch, pad_to)                                       # [1, pad_to]
     hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask)
-    logits = model.lm.get_output_embeddings()(hidden)                                      # [1, pad_to, V]
-    seq_loss = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten())
-    return seq_loss + model.config.knowledge_weight * kloss
+    return _all_position_loss(model.lm, hidden, labels) + model.config.knowledge_weight * kloss
 
 def naive_train_batch(model: LancerModel, opt: torch.optim.Optimizer, examples: list[Example], pad_to: int = 512) -> float:
     "One batch on the naive path: an optimizer step per user, as the published code does. Returns the mean loss."
@@ -110,9 +115,8 @@ def naive_recommend(model: LancerModel, histories: list, k: int = 10, num_beams:
         chunk = histories[s:s + batch_size]
         history, history_mask = history_tensor(chunk, H)
         _, reps = naive_encode_items(model, history[history_mask].tolist(), pad_to)
-        slots = torch.zeros(*history.shape, reps.shape[-1], dtype=reps.dtype)
-        slots[history_mask] = reps
-        prefix, prefix_mask = model.reasoning(slots, history_mask, model.knowledge_prompt.hidden())
+        prefix, prefix_mask = model.reasoning(_slots(history, history_mask, reps), history_mask,
+                                              model.knowledge_prompt.hidden())
         prompts = [tok.decode(sequence_ids(model.texts, list(h)[-H:])) for h in chunk]
         ids, mask = left_pad(tok, prompts)
         ids = torch.nn.functional.pad(ids, (pad_to - ids.shape[1], 0), value=model.pad_id)   # [B, pad_to]
@@ -135,11 +139,7 @@ def bench_model(ds: SeqDataset, n_layer: int = 4, n_embd: int = 256, n_head: int
     out = Path(output_dir or tempfile.mkdtemp(prefix="lancer-bench-"))
     cfg = OfflineBackboneConfig(n_layer=n_layer, n_embd=n_embd, n_head=n_head, n_positions=n_positions, epochs=0, seed=seed)
     build_offline_backbone(backbone_corpus(ds, template), cfg, out)
-    (lm, tokenizer), (knowledge_lm, _) = load_backbone(out), load_backbone(out)
-    config = LancerConfig()
-    torch.manual_seed(seed)
-    return LancerModel(lm, knowledge_lm, tokenizer, ItemTexts(ds.items, template, tokenizer, config.max_item_tokens,
-                                                              config.max_knowledge_tokens), config)
+    return build_model(ds, str(out), template=template, seed=seed)
 
 # %% ../nbs/13_bench.ipynb #f59bfef7
 @dataclass
@@ -177,11 +177,6 @@ def step_flops(model: LancerModel, examples: list[Example]) -> int:
         model(**batch)["loss"].backward()
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops()
-
-def peak_rss_mb() -> float:
-    "Peak resident memory of this process so far, in MB."
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
 
 def _timed(fn, n: int) -> float:
     "Seconds per call of `fn(i)` over calls 1..n, after the warm-up call `fn(0)`."
@@ -254,7 +249,6 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
               ds: SeqDataset | None = None, progress: bool = True,
               results_dir: str | Path | None = "results/main-ml-100k") -> dict:
     "Measure both paths (see the notebook); return the report and write it to `output` as JSON."
-    from lancer.pipeline import prepare_data
     cfg = cfg or BenchConfig()
     say = print if progress else (lambda *a, **k: None)
     torch.manual_seed(cfg.seed)
@@ -268,7 +262,7 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
     valid = [split.valid[i] for i in rng.permutation(len(split.valid))[:cfg.eval_users]]
     r: dict = {"config": asdict(cfg), "threads": torch.get_num_threads(),
                "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                            "transformers": transformers.__version__, "lancer": _version()},
+                            "transformers": transformers.__version__, "lancer": __version__},
                "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
     say("matmul peak ..."); r["matmul_peak_gflops"] = round(matmul_gflops(), 1)
     lancer_, naive = {}, {}
@@ -323,11 +317,6 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
         Path(output).parent.mkdir(parents=True, exist_ok=True)
         Path(output).write_text(json.dumps(r, indent=2))
     return r
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-    try: return version("lancer")
-    except PackageNotFoundError: return "unknown"
 
 # %% ../nbs/13_bench.ipynb #d6291502
 def bench_table(report: dict) -> pd.DataFrame:

@@ -9,6 +9,7 @@ import json
 import math
 import random
 import resource
+import sys
 import time
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -27,7 +28,7 @@ from .protocol import Example, Split, training_examples
 
 # %% auto #0
 __all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'evaluate_examples', 'save_training_state', 'cached_inputs',
-           'peak_memory_mb', 'train', 'plot_training']
+           'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
@@ -138,11 +139,15 @@ def _schedule(total: int, warmup_ratio: float):
     warmup = max(1, int(total * warmup_ratio))
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total)))
 
+def peak_rss_mb() -> float:
+    "Peak resident memory of this process so far, in MB (`ru_maxrss` is in KB on Linux, in bytes on macOS)."
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2 ** 20 if sys.platform == "darwin" else rss / 1024
+
 def peak_memory_mb() -> float:
     "Peak resident memory of this process (MB), and of the GPU allocator when there is one."
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
-    return rss + gpu
+    return peak_rss_mb() + gpu
 
 def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | Path,
           accelerator: Accelerator | None = None, resume: bool = False, extra: dict | None = None) -> dict:
