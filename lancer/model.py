@@ -22,29 +22,39 @@ from .protocol import Example, TextTemplate
 from .reasoning import ReasoningAttention, ReasoningConfig
 
 # %% auto #0
-__all__ = ['DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_batch', 'sequence_ids', 'history_tensor', 'sequence_batch',
-           'prefixed_hidden', 'label_loss', 'LancerModel', 'catalogue_representations', 'display_mapper', 'item_trie',
-           'recommend', 'save_model', 'load_model']
+__all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_batch', 'item_ids', 'sequence_ids',
+           'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
+           'add_item_tokens', 'catalogue_logits', 'item_loss', 'LancerModel', 'catalogue_representations',
+           'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model', 'load_model']
 
 # %% ../nbs/07_model.ipynb #e42048b7
+ITEM_TOKENS = ("none", "instead", "after")
+
 @dataclass
 class LancerConfig:
     "Everything that defines a LANCER model besides the backbone weights."
     n_prefix: int = 20                # P: knowledge-prompt positions
     max_history: int = 10             # H: history slots = reasoning-prompt positions
     item_repr: str = "last"           # "last" | "mean" | "published" (embedding output at a pad position: defect 1)
-    loss_on: str = "target"           # "target": next item's tokens only | "all": every real token (published, defect 3)
+    loss_on: str = "target"           # "target": next item only | "all": every real token (published, defect 3), or with
+                                      #   item_tokens="instead" every item token after the first (all positions at once)
     knowledge_weight: float = 1.0     # lambda in L = L_R + lambda * L_K
     max_item_tokens: int = 32         # cap on one item's display-string tokens
     max_knowledge_tokens: int = 64    # cap on one knowledge text (context is cut, the title kept)
     prompt_dropout: float = 0.1       # dropout on the knowledge and reasoning prefixes (published: 0.2)
     attn_heads: int = 4               # heads of the reasoning attention
+    item_tokens: str = "none"         # "none": items as text (paper) | "instead" | "after": each item also one token of its own
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
             raise ValueError(f"item_repr must be 'last', 'mean' or 'published', got {self.item_repr!r}")
         if self.loss_on not in ("target", "all"):
             raise ValueError(f"loss_on must be 'target' or 'all', got {self.loss_on!r}")
+        if self.item_tokens not in ITEM_TOKENS:
+            raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
+        if self.item_tokens == "after" and self.loss_on == "all":
+            raise ValueError("loss_on='all' with item_tokens='after' would let each item's text give its own token away; "
+                             "use item_tokens='instead'")
 
 # %% ../nbs/07_model.ipynb #6ffa7208
 class ItemTexts:
@@ -72,6 +82,7 @@ class ItemTexts:
         enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
         self.opener_ids = enc(template.opener.rstrip())
         self.sep_ids = enc(" " + template.separator.strip())
+        self.item_token_ids: list[int] | None = None      # set by `add_item_tokens`
 
     def __len__(self): return len(self.display)
 
@@ -89,11 +100,24 @@ def knowledge_batch(texts: ItemTexts, item_ids: list[int], pad_id: int) -> dict[
     return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0),
             "labels": _pad(labels, -100)}
 
-def sequence_ids(texts: ItemTexts, history: list[int]) -> list[int]:
-    "Token ids of the prompt: opener, then each history item's display string followed by the separator."
+def item_ids(texts: ItemTexts, item: int, item_tokens: str = "none") -> list[int]:
+    "How one history item is written: its display string, its own token (`instead`), or both (`after`)."
+    if item_tokens == "none": return texts.display_ids[item]
+    if texts.item_token_ids is None: raise ValueError(f"item_tokens={item_tokens!r} needs add_item_tokens(...) first")
+    token = [texts.item_token_ids[item]]
+    return token if item_tokens == "instead" else texts.display_ids[item] + token
+
+def sequence_ids(texts: ItemTexts, history: list[int], item_tokens: str = "none") -> list[int]:
+    "Token ids of the prompt: opener, then each history item (`item_ids`) followed by the separator."
     ids = list(texts.opener_ids)
-    for i in history: ids += texts.display_ids[i] + texts.sep_ids
+    for i in history: ids += item_ids(texts, i, item_tokens) + texts.sep_ids
     return ids
+
+def sequence_slots(texts: ItemTexts, history: list[int], item_tokens: str = "none") -> list[int]:
+    "For each token of `sequence_ids`: how many history items have been written up to it (0 in the opener, t in item t)."
+    slots = [0] * len(texts.opener_ids)
+    for t, i in enumerate(history, 1): slots += [t] * (len(item_ids(texts, i, item_tokens)) + len(texts.sep_ids))
+    return slots
 
 def history_tensor(histories: list, max_history: int) -> tuple[Tensor, Tensor]:
     "Item ids `[B, H]` (right-padded with 0) and the mask of real slots `[B, H]` of the last `max_history` items."
@@ -105,23 +129,49 @@ def history_tensor(histories: list, max_history: int) -> tuple[Tensor, Tensor]:
     return ids, mask
 
 def sequence_batch(texts: ItemTexts, examples: list[Example], max_history: int, pad_id: int,
-                   loss_on: str = "target") -> dict[str, Tensor]:
-    "Sequence texts of `examples` with the target's tokens + eos as labels (`loss_on='all'`: every real token)."
-    rows, labels = [], []
+                   loss_on: str = "target", item_tokens: str = "none") -> dict[str, Tensor]:
+    """Sequence texts of `examples` with the target's tokens + eos as labels (`loss_on='all'`: every real token).
+    With item tokens the target is the next item's token alone (`loss_on='all'`: every item token after the first),
+    and `token_slots` [B, T] says how many reasoning-prefix slots each token may see (`sequence_slots`)."""
+    rows, labels, slots = [], [], []
     for ex in examples:
-        prompt = sequence_ids(texts, list(ex.history)[-max_history:])
-        target = texts.display_ids[int(ex.target)] + [texts.eos]
+        history = list(ex.history)[-max_history:]
+        prompt = sequence_ids(texts, history, item_tokens)
+        if item_tokens == "none":
+            target = texts.display_ids[int(ex.target)] + [texts.eos]
+            labels.append(prompt + target if loss_on == "all" else [-100] * len(prompt) + target)
+        else:
+            target = [texts.item_token_ids[int(ex.target)]]
+            skip = len(texts.opener_ids) + 1 if loss_on == "all" else len(prompt)   # the first item's token is never a label
+            labels.append([t if p >= skip and t >= texts.item_token_ids[0] else -100 for p, t in enumerate(prompt)] + target)
+            slots.append(sequence_slots(texts, history, item_tokens) + [len(history)])
         rows.append(prompt + target)
-        labels.append(rows[-1] if loss_on == "all" else [-100] * len(prompt) + target)
     history, history_mask = history_tensor([ex.history for ex in examples], max_history)
-    return {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0),
-            "labels": _pad(labels, -100), "history": history, "history_mask": history_mask}
+    batch = {"input_ids": _pad(rows, pad_id), "attention_mask": _pad([[1] * len(r) for r in rows], 0),
+             "labels": _pad(labels, -100), "history": history, "history_mask": history_mask}
+    return batch | ({"token_slots": _pad(slots, 0)} if slots else {})
 
 # %% ../nbs/07_model.ipynb #090f10d0
+def slot_causal_mask(prefix_mask: Tensor, attention_mask: Tensor, token_slots: Tensor, lm: PreTrainedModel) -> Tensor:
+    """4-D attention mask `[B, 1, T, P+T]` in which text token t sees prefix slots `< token_slots[:, t]` and the text causally:
+    the reasoning-prefix slot of history item j is hidden from every token written before item j."""
+    B, P = prefix_mask.shape
+    T = attention_mask.shape[1]
+    slot = torch.arange(P, device=prefix_mask.device)
+    see_prefix = (slot[None, None, :] < token_slots[:, :, None]) & prefix_mask[:, None, :].bool()           # [B, T, P]
+    causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
+    see_text = causal[None] & attention_mask[:, None, :].bool()                                            # [B, T, T]
+    allowed = torch.cat([see_prefix, see_text], 2)[:, None]                                                # [B, 1, T, P+T]
+    if lm.config._attn_implementation == "sdpa": return allowed
+    dtype = lm.get_input_embeddings().weight.dtype                   # eager attention adds the mask to its scores
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
+
 def prefixed_hidden(lm: PreTrainedModel, prefix: list[tuple[Tensor, Tensor]], prefix_mask: Tensor,
-                    input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-    "Final hidden states `[B, T, d]` of `lm`'s body on the text, behind a key/value prefix (mask `[B, P]`)."
-    full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], 1)      # [B, P+T]
+                    input_ids: Tensor, attention_mask: Tensor, token_slots: Tensor | None = None) -> Tensor:
+    """Final hidden states `[B, T, d]` of `lm`'s body on the text, behind a key/value prefix (mask `[B, P]`);
+    with `token_slots` [B, T] each token sees only the prefix slots of the items written before it (`slot_causal_mask`)."""
+    full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], 1) if token_slots is None else \
+        slot_causal_mask(prefix_mask, attention_mask, token_slots, lm)
     return lm.base_model(input_ids=input_ids, attention_mask=full_mask, cache=as_cache(prefix),
                          position_ids=text_position_ids(attention_mask), use_cache=False).last_hidden_state
 
@@ -131,6 +181,35 @@ def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
     keep = targets != -100
     logits = lm.get_output_embeddings()(hidden[:, :-1][keep])                             # [n, V]
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+# %% ../nbs/07_model.ipynb #c97594c3
+def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts) -> list[int]:
+    """Give every catalogue item a token `<item_j>` (once: a tokenizer that has them is left as it is) and return their ids.
+    New embedding rows start at the mean input embedding of the item's display string."""
+    names = [f"<item_{j}>" for j in range(len(texts))]
+    if names[0] not in tokenizer.get_vocab():
+        tokenizer.add_tokens(names)
+        ids = tokenizer.convert_tokens_to_ids(names)
+        lm.resize_token_embeddings(max(len(tokenizer), lm.get_input_embeddings().num_embeddings))
+        emb = lm.get_input_embeddings().weight                                            # [V + N, d]
+        with torch.no_grad():
+            for j, display in enumerate(texts.display_ids): emb[ids[j]] = emb[display].mean(0)
+    ids = tokenizer.convert_tokens_to_ids(names)
+    if ids != list(range(ids[0], ids[0] + len(ids))): raise ValueError("item tokens must have consecutive ids")
+    texts.item_token_ids = ids
+    return ids
+
+def catalogue_logits(lm: PreTrainedModel, hidden: Tensor, item_token_ids: list[int]) -> Tensor:
+    "Scores `[n, N]` of every catalogue item for hidden states `[n, d]`: products with the items' output embeddings."
+    first = item_token_ids[0]
+    return hidden @ lm.get_output_embeddings().weight[first:first + len(item_token_ids)].T
+
+def item_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor, item_token_ids: list[int]) -> Tensor:
+    "Cross-entropy of the labelled item tokens under a softmax over the catalogue's tokens only."
+    targets = labels[:, 1:]                                                               # [B, T-1]
+    keep = targets != -100
+    logits = catalogue_logits(lm, hidden[:, :-1][keep], item_token_ids)                   # [n, N]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep] - item_token_ids[0])
 
 # %% ../nbs/07_model.ipynb #906abe2a
 class LancerModel(nn.Module):
@@ -144,6 +223,7 @@ class LancerModel(nn.Module):
                                                                                  dropout=config.prompt_dropout))
         self.reasoning = ReasoningAttention(lm.config, ReasoningConfig(n_head=config.attn_heads, dropout=config.prompt_dropout),
                                             d_knowledge=self.knowledge_prompt.d_mlp)
+        if config.item_tokens != "none": add_item_tokens(lm, tokenizer, texts)
         self.knowledge_lm.requires_grad_(False)
         self.set_stage(1)
 
@@ -191,7 +271,7 @@ class LancerModel(nn.Module):
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, history: Tensor,
                 history_mask: Tensor, item_reps: Tensor | None = None,
-                knowledge_items: Tensor | None = None) -> dict[str, Tensor]:
+                knowledge_items: Tensor | None = None, token_slots: Tensor | None = None) -> dict[str, Tensor]:
         """Losses of one sequence batch: `loss` = sequence loss + knowledge_weight * knowledge loss.
         Exact (default): the batch's unique history items are encoded now, so the sequence loss also trains the knowledge
         prompt through them. Cached: `item_reps` [n_items, d] (a detached catalogue table) gives the representations,
@@ -201,8 +281,10 @@ class LancerModel(nn.Module):
             if knowledge_items is None or len(knowledge_items) == 0:
                 raise ValueError("forward with item_reps (cached mode) needs knowledge_items for the knowledge loss")
             kloss = self.encode_items(knowledge_items)[0]
-        hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask)  # [B, T, d]
-        seq_loss = label_loss(self.lm, hidden, labels)
+        hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask,
+                                 None if token_slots is None else token_slots.to(self.device))   # [B, T, d]
+        seq_loss = label_loss(self.lm, hidden, labels) if self.config.item_tokens == "none" else \
+            item_loss(self.lm, hidden, labels, self.texts.item_token_ids)
         loss = seq_loss + self.config.knowledge_weight * kloss
         return {"loss": loss, "sequence_loss": seq_loss.detach(), "knowledge_loss": kloss.detach()}
 
@@ -230,30 +312,49 @@ def item_trie(model: LancerModel) -> ItemTrie:
     "Prefix tree of the catalogue's display-string tokens, for constrained decoding."
     return ItemTrie(model.texts.display_ids, model.tokenizer.eos_token_id)
 
+def score_catalogue(model: LancerModel, histories: list, prefix: list, prefix_mask: Tensor) -> Tensor:
+    "Item-token models: scores `[B, N]` of every catalogue item as the next item of each history, from one forward pass."
+    recent = [list(h)[-model.config.max_history:] for h in histories]
+    rows = [sequence_ids(model.texts, h, model.config.item_tokens) for h in recent]
+    slots = _pad([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0).to(model.device)
+    ids, mask = _pad(rows, model.pad_id).to(model.device), _pad([[1] * len(r) for r in rows], 0).to(model.device)
+    hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask, slots)             # [B, T, d]
+    last = hidden[torch.arange(len(rows), device=model.device), mask.sum(1) - 1]           # [B, d]: after the last separator
+    return catalogue_logits(model.lm, last, model.texts.item_token_ids)                   # [B, N]
+
 @torch.inference_mode()
 def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int = 10, decoding: str = "free",
               item_reps: Tensor | None = None, mapper: EmbeddingMapper | None = None, batch_size: int = 32,
               exclude: list | None = None, progress: bool = True) -> tuple[list[list[int]], list[list[str]]]:
     """Top-`k` item ids and the generated beam texts for each history (a list of item-id sequences).
     `decoding`: "free" beam search + cosine mapping (the paper), "constrained" beams restricted to catalogue items,
-    "greedy" one generated text (the rest of the list filled by similarity)."""
+    "greedy" one generated text (the rest of the list filled by similarity). Item-token models rank the whole catalogue
+    by the next-item softmax instead (`decoding` and `num_beams` do not apply); their "beams" are the top items' strings."""
     from tqdm.auto import tqdm
     if decoding not in DECODINGS: raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
-    trie = item_trie(model) if decoding == "constrained" else None
+    by_token = model.config.item_tokens != "none"
+    trie = item_trie(model) if decoding == "constrained" and not by_token else None
     was_training = model.training
     model.eval()
     item_reps = catalogue_representations(model) if item_reps is None else item_reps
-    mapper = mapper or display_mapper(model)
+    mapper = None if by_token else mapper or display_mapper(model)
     ranked, beams = [], []
     for start in tqdm(range(0, len(histories), batch_size), desc="recommending", disable=not progress, leave=False):
         chunk = histories[start:start + batch_size]
+        ex = None if exclude is None else exclude[start:start + batch_size]
         history, history_mask = history_tensor(chunk, model.config.max_history)
         prefix, prefix_mask, _, _ = model.user_prefix(history, history_mask, item_reps)
+        if by_token:
+            scores = score_catalogue(model, chunk, prefix, prefix_mask).float()
+            for b, seen in enumerate(ex or []): scores[b, list(seen)] = -float("inf")
+            top = scores.topk(min(k, scores.shape[1]), dim=1).indices.tolist()
+            ranked += top
+            beams += [[model.texts.display[i] for i in r] for r in top]
+            continue
         prompts = [model.tokenizer.decode(sequence_ids(model.texts, list(h)[-model.config.max_history:])) for h in chunk]
         texts = generate(model.lm, model.tokenizer, prefix, prefix_mask, prompts, num_beams=num_beams,
                          max_new_tokens=model.config.max_item_tokens, stop=model.texts.template.separator.rstrip(),
                          greedy=decoding == "greedy", progress=False, trie=trie)
-        ex = None if exclude is None else exclude[start:start + batch_size]
         ranked += rank_items(texts, mapper, k=k, exclude=ex)
         beams += texts
     model.train(was_training)

@@ -57,15 +57,20 @@ class TrainConfig:
     item_reps: str = "exact"          # "exact": each step encodes its batch's unique items | "cached": a catalogue table
     refresh_every: int = 50           # cached: recompute the catalogue table every N optimizer steps
     knowledge_items: int = 32         # cached: the knowledge loss of a step uses this many of its batch's items (sampled)
+    window_stride: int = 1            # keep every Nth window of a user, counted back from the most recent (max_history
+                                      #   with item tokens and loss_on="all": every item is a label once per epoch)
 
 # %% ../nbs/10_training.ipynb #7080e4e5
 def select_examples(split: Split, cfg: TrainConfig) -> list[Example]:
-    "Training examples of `split` under `cfg`'s policy (all positions or one per user; most recent `windows_per_user`)."
+    """Training examples of `split` under `cfg`'s policy: all positions or one per user, every `window_stride`-th window
+    counted back from the most recent, at most the `windows_per_user` most recent."""
+    if cfg.window_stride < 1: raise ValueError(f"window_stride must be >= 1, got {cfg.window_stride}")
     examples = training_examples(split, all_positions=cfg.all_positions)
-    if not cfg.windows_per_user: return examples
+    if not cfg.windows_per_user and cfg.window_stride == 1: return examples
     by_user: dict[int, list[Example]] = {}
     for ex in examples: by_user.setdefault(ex.user, []).append(ex)
-    return [ex for u in sorted(by_user) for ex in by_user[u][-cfg.windows_per_user:]]
+    keep = lambda windows: windows[::-1][::cfg.window_stride][::-1][-cfg.windows_per_user if cfg.windows_per_user else 0:]
+    return [ex for u in sorted(by_user) for ex in keep(by_user[u])]
 
 # %% ../nbs/10_training.ipynb #222b845d
 def rule_dataset(n_users: int = 40, n_items: int = 12, length: int = 8, seed: int = 0):
@@ -163,12 +168,13 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     torch.manual_seed(cfg.seed); random.seed(cfg.seed); np.random.seed(cfg.seed)
     model.to(accelerator.device)
     examples = select_examples(split, cfg)
+    if not examples: raise ValueError("no training examples: every user's training part is shorter than 2 items")
     valid = split.valid
     if cfg.valid_users and cfg.valid_users < len(valid):
         pick = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
         valid = [valid[i] for i in sorted(pick)]
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
-                      loss_on=model.config.loss_on)
+                      loss_on=model.config.loss_on, item_tokens=model.config.item_tokens)
     state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": []}
     opt_state = None
     if resume and (out / "last" / "trainer.json").exists():
