@@ -23,6 +23,8 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--backbone", default="offline",
                    help="'offline' (small GPT-2 built from the item texts) or a Hugging Face name/path, e.g. gpt2")
     g.add_argument("--output-dir", required=True, help="where checkpoints and metrics.json go")
+    g.add_argument("--preset", choices=["item-tokens", "text"], default="text",
+                   help="configuration that the options below change (default: text, the paper's text generation)")
     g.add_argument("--epochs-stage1", type=int, default=None)
     g.add_argument("--epochs-stage2", type=int, default=None)
     g.add_argument("--batch-size", type=int, default=None)
@@ -40,6 +42,8 @@ def _add_training(p: argparse.ArgumentParser):
                    help="encode each batch's history items every step (exact) or read them from a catalogue table (cached)")
     g.add_argument("--refresh-every", type=int, default=None, help="cached: steps between catalogue-table refreshes")
     g.add_argument("--knowledge-items", type=int, default=None, help="cached: items per step in the knowledge loss")
+    g.add_argument("--window-stride", type=int, default=None,
+                   help="keep every Nth training window per user (max_history with --item-tokens instead --loss-on all)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
@@ -48,6 +52,9 @@ def _add_training(p: argparse.ArgumentParser):
     m.add_argument("--n-prefix", type=int, default=None, help="knowledge-prompt length P")
     m.add_argument("--item-repr", choices=["last", "mean", "published"], default=None)
     m.add_argument("--loss-on", choices=["target", "all"], default=None)
+    m.add_argument("--item-tokens", choices=["none", "instead", "after"], default=None,
+                   help="each item also gets a token of its own, written instead of or after its text; the next item is "
+                        "then a softmax over the catalogue (default: none, items as text as in the paper)")
     m.add_argument("--protocol", choices=["default", "published"], default="default")
     b = p.add_argument_group("offline backbone")
     b.add_argument("--n-layer", type=int, default=None)
@@ -87,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/main")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--preset", choices=["item-tokens", "text"], default="item-tokens",
+                   help="LANCER's configuration: item tokens + catalogue softmax (default) or the paper's text generation")
+    p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
+    p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row of lancer.ablation.ABLATIONS)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--output-dir", default="results/ablation")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--no-baselines", action="store_true", help="do not run Pop/SASRec/GRU4Rec per seed")
+    p.add_argument("--baselines-only", action="store_true", help="only the baselines per seed")
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
@@ -100,17 +116,18 @@ def _override(obj, **values):
 
 def _configs(args) -> tuple:
     from lancer.backbone import OfflineBackboneConfig
-    from lancer.model import LancerConfig
-    from lancer.training import TrainConfig
-    config = _override(LancerConfig(), max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr,
-                       loss_on=args.loss_on)
-    train_config = _override(TrainConfig(), epochs_stage1=args.epochs_stage1, epochs_stage2=args.epochs_stage2,
+    from lancer.pipeline import preset
+    base_config, base_train = preset(args.preset, args.seed)
+    config = _override(base_config, max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr,
+                       loss_on=args.loss_on, item_tokens=args.item_tokens)
+    train_config = _override(base_train, epochs_stage1=args.epochs_stage1, epochs_stage2=args.epochs_stage2,
                              batch_size=args.batch_size, lr_stage2=args.lr, lr_stage1=args.lr_stage1,
                              grad_accum=args.grad_accum, mixed_precision=args.mixed_precision,
                              windows_per_user=args.windows_per_user, valid_users=args.valid_users,
                              num_beams=args.num_beams, decoding=args.decoding, seed=args.seed,
                              all_positions=False if args.one_example_per_user else None, item_reps=args.item_reps,
-                             refresh_every=args.refresh_every, knowledge_items=args.knowledge_items)
+                             refresh_every=args.refresh_every, knowledge_items=args.knowledge_items,
+                             window_stride=args.window_stride or (config.max_history if base_train.window_stride > 1 else None))
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed,
                                 sequences=args.pretrain_on_sequences)
@@ -156,7 +173,13 @@ def run(args) -> int:
             print(f"  {r:2d}. {x['display']}   <- generated: {x['generated']!r}")
     elif args.command == "main":
         from lancer.pipeline import main_job
-        main_job(args.dataset, args.output_dir, args.data_dir, args.seed, baselines=not args.no_baselines)
+        main_job(args.dataset, args.output_dir, args.data_dir, args.seed, baselines=not args.no_baselines,
+                 preset_name=args.preset)
+    elif args.command == "ablation":
+        from lancer.ablation import ABLATIONS, ablation_table, run_ablation
+        rows = [] if args.baselines_only else args.rows or list(ABLATIONS)
+        runs = run_ablation(rows, args.seeds, args.output_dir, args.dataset, baselines=not args.no_baselines)
+        print(ablation_table(runs).to_string())
     elif args.command == "bench":
         from lancer.bench import BenchConfig, bench_table, run_bench
         cfg = _override(BenchConfig(), scaling=False if args.no_scaling else None, naive_sequences=args.naive_sequences)

@@ -23,8 +23,8 @@ from .protocol import Split, TextTemplate, leave_one_out, template_for
 from .training import TrainConfig, evaluate_examples, peak_memory_mb, train
 
 # %% auto #0
-__all__ = ['prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer', 'evaluate_checkpoint', 'recommend_for_user',
-           'main_job']
+__all__ = ['PRESETS', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer', 'evaluate_checkpoint',
+           'recommend_for_user', 'preset', 'main_job']
 
 # %% ../nbs/11_pipeline.ipynb #0699eca7
 def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, min_interactions: int = 5,
@@ -112,38 +112,57 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
     u = ds.users.index(user)
     model = load_model(checkpoint, ds.items)
     history = ds.sequences[u][-model.config.max_history:]
-    mapper = display_mapper(model)
+    mapper = display_mapper(model) if model.config.item_tokens == "none" else None
     ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, decoding=decoding, mapper=mapper, progress=False)
     source = {}
-    for text, item in zip(beams[0], mapper.map(beams[0])[0]): source.setdefault(int(item), text)
+    if mapper is None: source = {int(i): f"<item_{int(i)}> (catalogue softmax)" for i in ranked[0]}
+    else:
+        for text, item in zip(beams[0], mapper.map(beams[0])[0]): source.setdefault(int(item), text)
     display = model.texts.display
     return {"user": user, "history": [display[i] for i in history],
             "recommendations": [{"item_id": int(i), "raw_id": str(ds.items.raw_id[i]), "display": display[i],
                                  "generated": source.get(int(i), "(filled by similarity)")} for i in ranked[0]]}
 
 # %% ../nbs/11_pipeline.ipynb #937b973c
+PRESETS = ("item-tokens", "text")
+
+def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
+    "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
+    if name == "text": return LancerConfig(), TrainConfig(seed=seed)
+    if name == "item-tokens":
+        config = LancerConfig(item_tokens="instead", loss_on="all")
+        return config, TrainConfig(epochs_stage1=2, epochs_stage2=10, batch_size=64, lr_stage2=1e-3, windows_per_user=0,
+                                   window_stride=config.max_history, item_reps="cached", valid_users=0, seed=seed)
+    raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
+
+# %% ../nbs/11_pipeline.ipynb #8b391796
 def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", data_dir: str | None = None, seed: int = 0,
              config: LancerConfig | None = None, train_config: TrainConfig | None = None,
-             backbone_config: OfflineBackboneConfig | None = None, baselines: bool = True) -> pd.DataFrame:
-    "Baselines + LANCER on `dataset`; writes output_dir/metrics.json (model -> metrics) and returns the results table."
+             backbone_config: OfflineBackboneConfig | None = None, baselines: bool = True,
+             preset_name: str = "item-tokens") -> pd.DataFrame:
+    """Baselines + LANCER on `dataset`; writes output_dir/metrics.json (model -> metrics) and returns the results table.
+    LANCER's configuration is `preset_name`'s, unless `config`/`train_config` are given."""
     from lancer.baselines import run_baselines
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
+    default_config, default_train = preset(preset_name, seed)
+    config, train_config = config or default_config, train_config or default_train
     t0 = time.time()
     metrics, timing = {}, {}
     if baselines:
         metrics |= run_baselines(dataset=dataset, data_dir=data_dir, output_dir=out / "baselines", seed=seed,
-                                 max_history=(config or LancerConfig()).max_history)
+                                 max_history=config.max_history)
         timing["baselines"] = round(time.time() - t0, 1)
     t1 = time.time()
-    train_config = train_config or TrainConfig(seed=seed)
     summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config)
     metrics["lancer"] = summary["lancer"]
-    other = "constrained" if train_config.decoding != "constrained" else "free"
-    metrics[f"lancer ({other} decoding)"] = evaluate_checkpoint(out / "lancer" / "best", "test", train_config.num_beams, other)
+    if config.item_tokens == "none":                                     # text generation: also the other decoding
+        other = "constrained" if train_config.decoding != "constrained" else "free"
+        metrics[f"lancer ({other} decoding)"] = evaluate_checkpoint(out / "lancer" / "best", "test", train_config.num_beams, other)
     timing["lancer"] = round(time.time() - t1, 1)
     timing["total"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (out / "timing.json").write_text(json.dumps(timing | {"peak_memory_mb": round(peak_memory_mb(), 1)}, indent=2))
+    (out / "timing.json").write_text(json.dumps(timing | {"peak_memory_mb": round(peak_memory_mb(), 1),
+                                                          "preset": preset_name if config == default_config else "custom"}, indent=2))
     table = results_table(metrics)
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     print(f"wall time: baselines {timing.get('baselines', 0):.0f} s, LANCER {timing['lancer']:.0f} s, "
