@@ -20,13 +20,15 @@ from .data import SeqDataset
 from .pipeline import preset, train_lancer
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'plot_ablation']
+__all__ = ['ABLATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
+           'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     # row: (preset, LancerConfig changes, TrainConfig changes)
     "item tokens (main job)": ("item-tokens", {}, {}),
     "item tokens, w/o stage 1": ("item-tokens", {}, {"epochs_stage1": 0}),
+    "item tokens, pretrained MiniLM item vectors": ("item-tokens", {"item_encoder": "minilm"}, {}),
     "item tokens, next item only (one label per window)": (
         "item-tokens", {"loss_on": "target"}, {"window_stride": 1, "epochs_stage1": 1, "epochs_stage2": 3}),
     "text, constrained beams (paper's model)": ("text", {}, {}),
@@ -93,7 +95,7 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
         else:
             lines.append({"row": run["row"], "seed": run["seed"], "valid_ndcg@10": run["best_valid_ndcg@10"],
                           **{f"test_{k}": v for k, v in run["lancer"].items()},
-                          "wall_time_s": run.get("total_wall_time_s", run.get("wall_time_s"))})
+                          "wall_time_s": run["wall_time_s"]})
     if not lines: raise FileNotFoundError(f"no ablation results (*/seed*.json) under {output_dir}")
     return pd.DataFrame(lines).replace({"row": {"pop": "Pop"}})
 
@@ -105,8 +107,19 @@ def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg@10",
     for m in metrics:
         mean, std = g[m].mean(), g[m].std(ddof=1).fillna(0)
         table[m] = [f"{a:.4f} ± {s:.4f}" if pd.notna(a) else "" for a, s in zip(mean, std)]
-    table["minutes"] = (g["wall_time_s"].mean() / 60).round(1)
+    table["minutes"] = (g["wall_time_s"].mean() / 60).round(1)            # training + evaluation, backbone not included
     return table.loc[order]
+
+def compare_rows(runs: pd.DataFrame, row: str, others: Sequence[str], metric: str = "test_ndcg@10") -> pd.DataFrame:
+    "`row` against each of `others` on `metric`: both means over seeds, the difference, and in how many seeds `row` is ahead."
+    by_seed = runs.pivot_table(index="seed", columns="row", values=metric)
+    lines = []
+    for other in others:
+        both = by_seed[[row, other]].dropna()
+        lines.append({"against": other, row: by_seed[row].mean(), other: by_seed[other].mean(),
+                      "difference": by_seed[row].mean() - by_seed[other].mean(),
+                      "seeds ahead": f"{int((both[row] > both[other]).sum())} of {len(both)}"})
+    return pd.DataFrame(lines).set_index("against")
 
 def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     "Horizontal bars of `metric` (mean over seeds, with the std as error bar and each seed as a dot)."
@@ -120,3 +133,31 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     ax.set(xlabel=f"{metric} (mean ± std over seeds; dots: seeds)", title="MovieLens-100K, leave-one-out")
     fig.tight_layout()
     return fig
+
+# %% ../nbs/14_ablation.ipynb #8b604f86
+def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
+                            output: str | Path | None = None) -> pd.DataFrame:
+    """Mapping precision of each encoder on `dataset`'s catalogue, per corruption kind (rows: encoders).
+    Written to `output` (JSON) when given."""
+    from lancer.backbone import load_backbone
+    from lancer.mapping import (CORRUPTIONS, EmbeddingMapper, hidden_state_encoder, mapping_precision, sentence_encoder,
+                                word_embedding_encoder)
+    from lancer.pipeline import offline_backbone_path, prepare_data
+    from lancer.protocol import template_for
+    ds, split = prepare_data(dataset, data_dir)
+    template = template_for(ds.name)
+    texts = [template.display_string(r) for r in ds.items.to_dict("records")]
+    lm, tokenizer = load_backbone(offline_backbone_path(ds, template, OfflineBackboneConfig(), split=split))
+    encoders = {"published: max-pooled word embeddings": word_embedding_encoder(lm, tokenizer, "max"),
+                "mean-pooled word embeddings": word_embedding_encoder(lm, tokenizer, "mean"),
+                "LM final hidden state (mean)": hidden_state_encoder(lm.eval(), tokenizer),
+                "all-MiniLM-L6-v2 (pretrained)": sentence_encoder()}
+    t0 = time.time()
+    table = pd.DataFrame({name: mapping_precision(EmbeddingMapper(fn, texts), texts, CORRUPTIONS, seed)
+                          for name, fn in encoders.items()}).T
+    if output is not None:
+        Path(output).write_text(json.dumps({"dataset": dataset, "seed": seed, "items": len(texts),
+                                            "precision": table.to_dict(orient="index"), "wall_time_s": round(time.time() - t0, 1),
+                                            "command": f"python -c \"from lancer.ablation import mapping_precision_table; "
+                                                       f"mapping_precision_table('{dataset}', output='{output}')\""}, indent=2))
+    return table

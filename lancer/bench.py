@@ -232,7 +232,7 @@ def scaling_table(model: LancerModel, ds: SeqDataset, batch_size: int = 16, seed
     return pd.DataFrame(rows).sort_values(["history_cap", "users"]).reset_index(drop=True)
 
 # %% ../nbs/13_bench.ipynb #d7ff35e2
-def training_quality(results_dir: str | Path | None = "results/main-ml-100k") -> dict:
+def training_quality(results_dir: str | Path | None = "results/main-ml-100k-text") -> dict:
     """Validation and test NDCG@10 of the exact and the cached training runs on ML-100K, read from their `metrics.json`
     copies (`lancer_run.json`: the main job; `lancer_cached_item_reps_run.json`: the same with `item_reps="cached"`)."""
     out = {}
@@ -247,7 +247,7 @@ def training_quality(results_dir: str | Path | None = "results/main-ml-100k") ->
 
 def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench/results.json",
               ds: SeqDataset | None = None, progress: bool = True,
-              results_dir: str | Path | None = "results/main-ml-100k") -> dict:
+              results_dir: str | Path | None = "results/main-ml-100k-text") -> dict:
     "Measure both paths (see the notebook); return the report and write it to `output` as JSON."
     cfg = cfg or BenchConfig()
     say = print if progress else (lambda *a, **k: None)
