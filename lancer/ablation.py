@@ -116,7 +116,7 @@ def compare_rows(runs: pd.DataFrame, row: str, others: Sequence[str], metric: st
     lines = []
     for other in others:
         both = by_seed[[row, other]].dropna()
-        lines.append({"against": other, row: by_seed[row].mean(), other: by_seed[other].mean(),
+        lines.append({"against": other, "mean": by_seed[row].mean(), "their mean": by_seed[other].mean(),
                       "difference": by_seed[row].mean() - by_seed[other].mean(),
                       "seeds ahead": f"{int((both[row] > both[other]).sum())} of {len(both)}"})
     return pd.DataFrame(lines).set_index("against")
