@@ -147,7 +147,8 @@ def sequence_batch(texts: ItemTexts, examples: list[Example], max_history: int, 
         else:
             target = [texts.item_token_ids[int(ex.target)]]
             skip = len(texts.opener_ids) + 1 if loss_on == "all" else len(prompt)   # the first item's token is never a label
-            labels.append([t if p >= skip and t >= texts.item_token_ids[0] else -100 for p, t in enumerate(prompt)] + target)
+            is_item = lambda t: t >= texts.item_token_ids[0]                       # item tokens are the vocabulary's last ids
+            labels.append([t if p >= skip and is_item(t) else -100 for p, t in enumerate(prompt)] + target)
             slots.append(sequence_slots(texts, history, item_tokens) + [len(history)])
         rows.append(prompt + target)
     history, history_mask = history_tensor([ex.history for ex in examples], max_history)
@@ -159,8 +160,7 @@ def sequence_batch(texts: ItemTexts, examples: list[Example], max_history: int, 
 def slot_causal_mask(prefix_mask: Tensor, attention_mask: Tensor, token_slots: Tensor, lm: PreTrainedModel) -> Tensor:
     """4-D attention mask `[B, 1, T, P+T]` in which text token t sees prefix slots `< token_slots[:, t]` and the text causally:
     the reasoning-prefix slot of history item j is hidden from every token written before item j."""
-    B, P = prefix_mask.shape
-    T = attention_mask.shape[1]
+    P, T = prefix_mask.shape[1], attention_mask.shape[1]
     slot = torch.arange(P, device=prefix_mask.device)
     see_prefix = (slot[None, None, :] < token_slots[:, :, None]) & prefix_mask[:, None, :].bool()           # [B, T, P]
     causal = torch.ones(T, T, dtype=torch.bool, device=attention_mask.device).tril()
