@@ -20,20 +20,22 @@ from .data import SeqDataset
 from .pipeline import preset, train_lancer
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
-           'mapping_precision_table']
+__all__ = ['ABLATIONS', 'BASELINE_ROWS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
+           'plot_ablation', 'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     # row: (preset, LancerConfig changes, TrainConfig changes)
-    "item tokens (main job)": ("item-tokens", {}, {}),
+    "item tokens + MiniLM item vectors (main job)": ("item-tokens", {}, {}),
+    "item tokens, knowledge-LM item vectors (paper's encoder)": ("item-tokens", {"item_encoder": "knowledge"}, {}),
     "item tokens, w/o stage 1": ("item-tokens", {}, {"epochs_stage1": 0}),
-    "item tokens, pretrained MiniLM item vectors": ("item-tokens", {"item_encoder": "minilm"}, {}),
     "item tokens, next item only (one label per window)": (
         "item-tokens", {"loss_on": "target"}, {"window_stride": 1, "epochs_stage1": 1, "epochs_stage2": 3}),
     "text, constrained beams (paper's model)": ("text", {}, {}),
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
 }
+
+BASELINE_ROWS = ("Pop", "SASRec", "GRU4Rec")
 
 def slug(row: str) -> str:
     "A file-system name for an ablation row."
@@ -127,7 +129,8 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     order = list(dict.fromkeys(runs["row"]))[::-1]
     g = runs.groupby("row")[metric]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1))
-    ax.barh(order, g.mean()[order], xerr=g.std(ddof=1).fillna(0)[order], color="#8fb3d9", capsize=3)
+    colours = ["#c8c8c8" if row in BASELINE_ROWS else "#8fb3d9" for row in order]       # baselines grey, LANCER blue
+    ax.barh(order, g.mean()[order], xerr=g.std(ddof=1).fillna(0)[order], color=colours, capsize=3)
     for i, row in enumerate(order):
         ax.plot(runs.loc[runs.row == row, metric], [i] * (runs.row == row).sum(), "k.", ms=4)
     ax.set(xlabel=f"{metric} (mean ± std over seeds; dots: seeds)", title="MovieLens-100K, leave-one-out")

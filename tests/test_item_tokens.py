@@ -98,13 +98,13 @@ def test_run_ablation_writes_and_reads(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     ds = rule_dataset(n_users=30)
     ds.name = "ml-100k"
-    runs = run_ablation(["item tokens (main job)"], seeds=[0], output_dir=tmp_path, dataset=ds, baselines=False,
+    runs = run_ablation(["item tokens + MiniLM item vectors (main job)"], seeds=[0], output_dir=tmp_path, dataset=ds, baselines=False,
                         backbone_config=TINY, train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
-    result = json.loads((tmp_path / "item-tokens-main-job" / "seed0.json").read_text())
-    assert result["row"] == "item tokens (main job)" and "train_steps" not in result
+    result = json.loads((tmp_path / "item-tokens-minilm-item-vectors-main-job" / "seed0.json").read_text())
+    assert result["row"] == "item tokens + MiniLM item vectors (main job)" and "train_steps" not in result
     assert "--seeds 0" in result["command"]
     table = ablation_table(load_ablation(tmp_path))
-    assert table.loc["item tokens (main job)", "seeds"] == 1
+    assert table.loc["item tokens + MiniLM item vectors (main job)", "seeds"] == 1
     assert runs["test_ndcg@10"].between(0, 1).all()
 
 
