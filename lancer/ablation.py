@@ -9,7 +9,7 @@ import json
 import re
 import tempfile
 import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Sequence
 
@@ -20,8 +20,8 @@ from .data import SeqDataset
 from .pipeline import preset, train_lancer
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'BASELINE_ROWS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
-           'plot_ablation', 'mapping_precision_table']
+__all__ = ['ABLATIONS', 'BASELINE_NAMES', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table',
+           'compare_rows', 'plot_ablation', 'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -35,7 +35,7 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
 }
 
-BASELINE_ROWS = ("Pop", "SASRec", "GRU4Rec")
+BASELINE_NAMES = {"pop": "Pop", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}   # model key in results -> row
 
 def slug(row: str) -> str:
     "A file-system name for an ablation row."
@@ -91,7 +91,7 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
         run = json.loads(path.read_text())
         if path.parent.name == "baselines":
             for model, test in run["test"].items():
-                lines.append({"row": model if model == "pop" else model.replace("sasrec", "SASRec").replace("gru4rec", "GRU4Rec"),
+                lines.append({"row": BASELINE_NAMES[model],
                               "seed": run["seed"], "valid_ndcg@10": float("nan"), **{f"test_{k}": v for k, v in test.items()},
                               "wall_time_s": float("nan")})
         else:
@@ -99,7 +99,7 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
                           **{f"test_{k}": v for k, v in run["lancer"].items()},
                           "wall_time_s": run["wall_time_s"]})
     if not lines: raise FileNotFoundError(f"no ablation results (*/seed*.json) under {output_dir}")
-    return pd.DataFrame(lines).replace({"row": {"pop": "Pop"}})
+    return pd.DataFrame(lines)
 
 def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg@10", "test_recall@10", "valid_ndcg@10")) -> pd.DataFrame:
     "Mean ± std over seeds of each row (in the order rows first appear), with the number of seeds and the mean wall time."
@@ -129,7 +129,7 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     order = list(dict.fromkeys(runs["row"]))[::-1]
     g = runs.groupby("row")[metric]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1))
-    colours = ["#c8c8c8" if row in BASELINE_ROWS else "#8fb3d9" for row in order]       # baselines grey, LANCER blue
+    colours = ["#c8c8c8" if row in BASELINE_NAMES.values() else "#8fb3d9" for row in order]       # baselines grey, LANCER blue
     ax.barh(order, g.mean()[order], xerr=g.std(ddof=1).fillna(0)[order], color=colours, capsize=3)
     for i, row in enumerate(order):
         ax.plot(runs.loc[runs.row == row, metric], [i] * (runs.row == row).sum(), "k.", ms=4)

