@@ -263,13 +263,14 @@ class LancerModel(nn.Module):
         if self.stage == 1: self.lm.eval()
         return self
 
-    def encode_items(self, item_ids: Tensor) -> tuple[Tensor, Tensor]:
-        "Knowledge loss over `item_ids` [U] and their representations [U, d], from one knowledge-LM pass."
+    def encode_items(self, item_ids: Tensor, with_loss: bool = True) -> tuple[Tensor | None, Tensor]:
+        """Knowledge loss over `item_ids` [U] and their representations [U, d], from one knowledge-LM pass
+        (`with_loss=False`: no loss, so no output-vocabulary logits, and `None` in its place)."""
         batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, item_ids.tolist(), self.pad_id).items()}
         ids, mask = batch["input_ids"], batch["attention_mask"]                         # [U, T]
         U, P = len(item_ids), self.config.n_prefix
         hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)  # [U, T, d]
-        loss = label_loss(self.knowledge_lm, hidden, batch["labels"])
+        loss = label_loss(self.knowledge_lm, hidden, batch["labels"]) if with_loss else None
         if self.config.item_repr == "published":
             return loss, item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
         return loss, pool_hidden(hidden, mask, self.config.item_repr)                       # [U, d]
@@ -322,10 +323,11 @@ def catalogue_representations(model: LancerModel, batch_size: int = 256) -> Tens
     if model.sentence_reps is not None: return model.sentence_reps
     was_training = model.training
     model.eval()
-    reps = [model.encode_items(torch.arange(i, min(i + batch_size, len(model.texts))))[1]
-            for i in range(0, len(model.texts), batch_size)]
+    order = torch.argsort(torch.tensor([len(r) for r in model.texts.knowledge_ids]), stable=True)  # by length: less padding
+    reps = torch.cat([model.encode_items(order[i:i + batch_size], with_loss=False)[1]
+                      for i in range(0, len(order), batch_size)])
     model.train(was_training)
-    return torch.cat(reps)
+    return reps[torch.argsort(order)]                                                   # back to catalogue order
 
 def display_mapper(model: LancerModel, pooling: str = "max") -> EmbeddingMapper:
     "The published mapper: catalogue display strings embedded by pooled input word embeddings of the generating LM."
