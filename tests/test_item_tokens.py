@@ -126,3 +126,20 @@ def test_pretrained_item_vectors_feed_the_reasoning_queries(tmp_path):
     loaded = load_model(tmp_path / "ckpt", ds.items)
     histories = [ex.history for ex in split.test[:4]]
     assert recommend(loaded, histories, k=3, progress=False)[0] == recommend(model.eval(), histories, k=3, progress=False)[0]
+
+
+def test_without_reasoning_prompt_trains_and_ranks(tmp_path):
+    "The ablation without the reasoning prompt (one static knowledge-prompt prefix) trains all positions and still ranks."
+    torch.set_num_threads(1)
+    ds = rule_dataset(n_users=60)
+    ds.name = "ml-100k"
+    split = leave_one_out(ds, max_history=4)
+    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all",
+                          reasoning_prompt=False)
+    model = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache")
+    cfg = TrainConfig(epochs_stage1=1, epochs_stage2=30, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
+                      windows_per_user=0, window_stride=4, item_reps="cached", refresh_every=5, progress=False)
+    summary = train(model, split, cfg, tmp_path / "run")
+    assert summary["lancer"]["recall@5"] >= 0.9, summary["lancer"]
+    loaded = load_model(tmp_path / "run" / "best", ds.items)
+    assert loaded.config.reasoning_prompt is False
