@@ -29,6 +29,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "item tokens + MiniLM item vectors (main job)": ("item-tokens", {}, {}),
     "item tokens, knowledge-LM item vectors (paper's encoder)": ("item-tokens", {"item_encoder": "knowledge"}, {}),
     "item tokens, w/o stage 1": ("item-tokens", {}, {"epochs_stage1": 0}),
+    "item tokens, w/o reasoning prompt (knowledge prompt as a static prefix)": ("item-tokens", {"reasoning_prompt": False}, {}),
+    "item tokens, w/o knowledge loss (lambda = 0)": ("item-tokens", {"knowledge_weight": 0.0}, {}),
     "item tokens, next item only (one label per window)": (
         "item-tokens", {"loss_on": "target"}, {"window_stride": 1, "epochs_stage1": 1, "epochs_stage2": 3}),
     "text, constrained beams (paper's model)": ("text", {}, {}),
