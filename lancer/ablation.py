@@ -11,17 +11,21 @@ import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import pandas as pd
 
 from .backbone import OfflineBackboneConfig
 from .data import SeqDataset
+from .metrics import evaluate
 from .pipeline import preset, train_lancer
+from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'BASELINE_NAMES', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table',
-           'compare_rows', 'plot_ablation', 'mapping_precision_table']
+__all__ = ['ABLATIONS', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MAIN_ROW', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
+           'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths',
+           'load_history_lengths', 'history_length_table', 'plot_history_lengths', 'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -137,6 +141,80 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
         ax.plot(runs.loc[runs.row == row, metric], [i] * (runs.row == row).sum(), "k.", ms=4)
     ax.set(xlabel=f"{metric} (mean ± std over seeds; dots: seeds)", title="MovieLens-100K, leave-one-out")
     fig.tight_layout()
+    return fig
+
+# %% ../nbs/14_ablation.ipynb #6245c096
+HISTORY_LENGTHS = (1, 2, 3, 5, 10)
+MAIN_ROW = "item tokens + MiniLM item vectors (main job)"
+
+def truncated_history_metrics(rank: Callable[[list[list[int]]], list[list[int]]], examples: Sequence[Example],
+                              lengths: Sequence[int] = HISTORY_LENGTHS) -> dict[int, dict[str, float]]:
+    "Metrics of `rank` (histories -> top-10 item lists) on `examples` with every history cut to its last `L` items, per `L`."
+    if not lengths or min(lengths) < 1: raise ValueError(f"history lengths must be >= 1, got {list(lengths)}")
+    targets = [int(e.target) for e in examples]
+    return {L: evaluate(rank([[int(i) for i in e.history[-L:]] for e in examples]), targets) for L in lengths}
+
+def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/history-lengths",
+                        row: str = MAIN_ROW, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
+                        lengths: Sequence[int] = HISTORY_LENGTHS, train_changes: dict | None = None,
+                        baseline_train: dict | None = None, backbone_config: OfflineBackboneConfig | None = None,
+                        min_interactions: int = 5) -> pd.DataFrame:
+    """Train LANCER (`row`) and SASRec with each seed and test both on truncated histories; one JSON per seed in
+    `output_dir` (runs already there are skipped). Returns `load_history_lengths(output_dir)`.
+    `train_changes`/`baseline_train` change LANCER's/SASRec's training configuration (for quick tests)."""
+    from lancer.baselines import TrainConfig as BaselineTrainConfig, score_all_items, train_baseline
+    from lancer.metrics import topk_from_scores
+    from lancer.model import load_model, recommend
+    from lancer.pipeline import prepare_data
+    out = Path(output_dir)
+    for seed in seeds:
+        path = out / f"seed{seed}.json"
+        if path.exists(): continue
+        t0 = time.time()
+        config, train_config = row_configs(row, seed)
+        train_config = replace(train_config, **(train_changes or {}))
+        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history)
+        with tempfile.TemporaryDirectory() as run_dir:
+            train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                         backbone_config=backbone_config, min_interactions=min_interactions)
+            model = load_model(Path(run_dir) / "best", ds.items)
+            lancer = truncated_history_metrics(lambda hs: recommend(model, hs, k=10, progress=False)[0], split.test, lengths)
+        sasrec, _ = train_baseline("sasrec", split, BaselineTrainConfig(**{"seed": seed, "show_progress": False,
+                                                                          **(baseline_train or {})}))
+        rank_sasrec = lambda hs: topk_from_scores(score_all_items(sasrec, [np.array(h) for h in hs]), 10).tolist()
+        results = {"LANCER": lancer, "SASRec": truncated_history_metrics(rank_sasrec, split.test, lengths)}
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"row": row, "seed": seed, "wall_time_s": round(time.time() - t0, 1),
+                                    "metrics": {model: {str(L): m for L, m in by_length.items()}
+                                                for model, by_length in results.items()},
+                                    "command": f"lancer history-lengths --seeds {seed}"}, indent=2))
+    return load_history_lengths(out)
+
+def load_history_lengths(output_dir: str | Path = "results/history-lengths") -> pd.DataFrame:
+    "One line per (seed, model, history length) from `run_history_lengths`' files."
+    lines = [{"seed": run["seed"], "model": model, "history": int(L), **m}
+             for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
+             for model, by_length in run["metrics"].items() for L, m in by_length.items()]
+    if not lines: raise FileNotFoundError(f"no history-length results (seed*.json) under {output_dir}")
+    return pd.DataFrame(lines)
+
+def history_length_table(runs: pd.DataFrame, metric: str = "ndcg@10") -> pd.DataFrame:
+    "Mean ± std over seeds of `metric` per model (rows) and history length (columns)."
+    g = runs.groupby(["model", "history"])[metric]
+    cell = (g.mean().map("{:.4f}".format) + " ± " + g.std(ddof=1).fillna(0).map("{:.4f}".format)).unstack("history")
+    return cell.rename(columns=lambda L: f"last {L}")
+
+def plot_history_lengths(runs: pd.DataFrame, metric: str = "ndcg@10"):
+    "`metric` against the history length kept, one line per model (mean over seeds, std as band)."
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for model, g in runs.groupby("model"):
+        stats = g.groupby("history")[metric].agg(["mean", "std"]).fillna(0)
+        ax.plot(stats.index, stats["mean"], marker="o", label=model)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"], stats["mean"] + stats["std"], alpha=0.2)
+    ax.set(xlabel="history items kept (the most recent)", ylabel=f"test {metric}", xscale="log",
+           xticks=sorted(runs["history"].unique()), xticklabels=sorted(runs["history"].unique()))
+    ax.legend(); fig.tight_layout()
     return fig
 
 # %% ../nbs/14_ablation.ipynb #8b604f86

@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="ml-100k")
     p.add_argument("--no-baselines", action="store_true", help="do not run Pop/SASRec/GRU4Rec per seed")
     p.add_argument("--baselines-only", action="store_true", help="only the baselines per seed")
+    p = sub.add_parser("history-lengths", help="LANCER and SASRec tested on truncated histories (cold-start proxy, notebook 14)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--output-dir", default="results/history-lengths")
+    p.add_argument("--row", default=None, help="the LANCER row of lancer.ablation.ABLATIONS (default: the main job's)")
+    p.add_argument("--dataset", default="ml-100k")
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
@@ -180,6 +185,10 @@ def run(args) -> int:
         rows = [] if args.baselines_only else args.rows or list(ABLATIONS)
         runs = run_ablation(rows, args.seeds, args.output_dir, args.dataset, baselines=not args.no_baselines)
         print(ablation_table(runs).to_string())
+    elif args.command == "history-lengths":
+        from lancer.ablation import MAIN_ROW, history_length_table, run_history_lengths
+        runs = run_history_lengths(args.seeds, args.output_dir, args.row or MAIN_ROW, args.dataset)
+        print(history_length_table(runs).to_string())
     elif args.command == "bench":
         from lancer.bench import BenchConfig, bench_table, run_bench
         cfg = _override(BenchConfig(), scaling=False if args.no_scaling else None, naive_sequences=args.naive_sequences)

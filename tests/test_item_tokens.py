@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lancer.ablation import ablation_table, load_ablation, run_ablation
+from lancer.ablation import ablation_table, history_length_table, load_ablation, run_ablation, run_history_lengths
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
@@ -160,3 +160,19 @@ def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
     save_model(model, tmp_path / "ckpt")
     loaded = load_model(tmp_path / "ckpt", ds.items)
     assert torch.allclose(loaded.lm.get_input_embeddings().weight[ids], rows + 1.0)
+
+
+def test_run_history_lengths_writes_and_reads(tmp_path, monkeypatch):
+    "The cold-start proxy trains LANCER and SASRec once per seed and records metrics at every history length."
+    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    ds = rule_dataset(n_users=30)
+    ds.name = "ml-100k"
+    runs = run_history_lengths([0], tmp_path / "out", dataset=ds, lengths=(1, 3), backbone_config=TINY,
+                               train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False},
+                               baseline_train={"epochs": 2})
+    assert set(runs["model"]) == {"LANCER", "SASRec"} and set(runs["history"]) == {1, 3}
+    assert runs["ndcg@10"].between(0, 1).all()
+    table = history_length_table(runs)
+    assert list(table.columns) == ["last 1", "last 3"]
+    assert "--seeds 0" in json.loads((tmp_path / "out" / "seed0.json").read_text())["command"]
