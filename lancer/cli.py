@@ -55,6 +55,12 @@ def _add_training(p: argparse.ArgumentParser):
     m.add_argument("--item-tokens", choices=["none", "instead", "after"], default=None,
                    help="each item also gets a token of its own, written instead of or after its text; the next item is "
                         "then a softmax over the catalogue (default: none, items as text as in the paper)")
+    m.add_argument("--item-encoder", choices=["knowledge", "minilm"], default=None,
+                   help="reasoning queries from the knowledge-prompted LM (paper) or frozen all-MiniLM-L6-v2 vectors")
+    m.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the catalogue softmax (item tokens)")
+    m.add_argument("--lm-dropout", type=float, default=None, help="dropout inside the generating LM (default: the backbone's)")
+    m.add_argument("--no-reasoning-prompt", action="store_true",
+                   help="ablation: the LM reads the knowledge prompt itself instead of the per-user reasoning prompt")
     m.add_argument("--protocol", choices=["default", "published"], default="default")
     b = p.add_argument_group("offline backbone")
     b.add_argument("--n-layer", type=int, default=None)
@@ -124,7 +130,9 @@ def _configs(args) -> tuple:
     from lancer.pipeline import preset
     base_config, base_train = preset(args.preset, args.seed)
     config = _override(base_config, max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr,
-                       loss_on=args.loss_on, item_tokens=args.item_tokens)
+                       loss_on=args.loss_on, item_tokens=args.item_tokens, item_encoder=args.item_encoder,
+                       label_smoothing=args.label_smoothing, lm_dropout=args.lm_dropout,
+                       reasoning_prompt=False if args.no_reasoning_prompt else None)
     train_config = _override(base_train, epochs_stage1=args.epochs_stage1, epochs_stage2=args.epochs_stage2,
                              batch_size=args.batch_size, lr_stage2=args.lr, lr_stage1=args.lr_stage1,
                              grad_accum=args.grad_accum, mixed_precision=args.mixed_precision,

@@ -92,6 +92,11 @@ def test_presets_on_the_command_line():
     args = build_parser().parse_args(["train", "--output-dir", "x"])
     assert _configs(args)[0] == LancerConfig()                           # `lancer train` defaults to the paper's text
     assert build_parser().parse_args(["main"]).preset == "item-tokens"
+    args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--label-smoothing", "0.2",
+                                      "--lm-dropout", "0.3", "--no-reasoning-prompt", "--item-encoder", "knowledge"])
+    config = _configs(args)[0]
+    assert (config.label_smoothing, config.lm_dropout, config.reasoning_prompt, config.item_encoder) == \
+        (0.2, 0.3, False, "knowledge")
 
 
 def test_run_ablation_writes_and_reads(tmp_path, monkeypatch):
