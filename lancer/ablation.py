@@ -30,9 +30,17 @@ __all__ = ['ABLATIONS', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MAIN_ROW', 'slug',
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     # row: (preset, LancerConfig changes, TrainConfig changes)
-    "item tokens + MiniLM item vectors (main job)": ("item-tokens", {}, {}),
-    "item tokens, knowledge-LM item vectors (paper's encoder)": ("item-tokens", {"item_encoder": "knowledge"}, {}),
-    "item tokens, w/o stage 1": ("item-tokens", {}, {"epochs_stage1": 0}),
+    "item tokens + MiniLM item vectors + label smoothing (main job)": ("item-tokens", {}, {}),
+    "item tokens + MiniLM item vectors, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {}),
+    "item tokens, knowledge-LM item vectors, no label smoothing (paper's encoder)": (
+        "item-tokens", {"item_encoder": "knowledge", "label_smoothing": 0.0}, {}),
+    "item tokens, w/o stage 1, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {"epochs_stage1": 0}),
+    "item tokens + MiniLM item vectors, label smoothing 0.2": ("item-tokens", {"label_smoothing": 0.2}, {}),
+    "item tokens + MiniLM item vectors, MiniLM-initialised item tokens": ("item-tokens", {"item_token_init": "minilm"}, {}),
+    "item tokens + MiniLM item vectors, no label smoothing, weight decay 0.1": (
+        "item-tokens", {"label_smoothing": 0.0}, {"weight_decay": 0.1}),
+    "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
+        "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
     "item tokens, w/o reasoning prompt (knowledge prompt as a static prefix)": ("item-tokens", {"reasoning_prompt": False}, {}),
     "item tokens, w/o knowledge loss (lambda = 0)": ("item-tokens", {"knowledge_weight": 0.0}, {}),
     "item tokens, next item only (one label per window)": (
@@ -145,7 +153,7 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
 
 # %% ../nbs/14_ablation.ipynb #6245c096
 HISTORY_LENGTHS = (1, 2, 3, 5, 10)
-MAIN_ROW = "item tokens + MiniLM item vectors (main job)"
+MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing (main job)"
 
 def truncated_history_metrics(rank: Callable[[list[list[int]]], list[list[int]]], examples: Sequence[Example],
                               lengths: Sequence[int] = HISTORY_LENGTHS) -> dict[int, dict[str, float]]:

@@ -130,7 +130,7 @@ def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
     if name == "text": return LancerConfig(), TrainConfig(seed=seed)
     if name == "item-tokens":
-        config = LancerConfig(item_tokens="instead", loss_on="all", item_encoder="minilm")
+        config = LancerConfig(item_tokens="instead", loss_on="all", item_encoder="minilm", label_smoothing=0.1)
         return config, TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3, windows_per_user=0,
                                    window_stride=config.max_history, item_reps="cached", valid_users=0, seed=seed)
     raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")

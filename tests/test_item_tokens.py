@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lancer.ablation import ablation_table, history_length_table, load_ablation, run_ablation, run_history_lengths
+from lancer.ablation import MAIN_ROW, ablation_table, history_length_table, slug, load_ablation, run_ablation, run_history_lengths
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
@@ -104,13 +104,13 @@ def test_run_ablation_writes_and_reads(tmp_path, monkeypatch):
     torch.set_num_threads(1)
     ds = rule_dataset(n_users=30)
     ds.name = "ml-100k"
-    runs = run_ablation(["item tokens + MiniLM item vectors (main job)"], seeds=[0], output_dir=tmp_path, dataset=ds, baselines=False,
+    runs = run_ablation([MAIN_ROW], seeds=[0], output_dir=tmp_path, dataset=ds, baselines=False,
                         backbone_config=TINY, train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
-    result = json.loads((tmp_path / "item-tokens-minilm-item-vectors-main-job" / "seed0.json").read_text())
-    assert result["row"] == "item tokens + MiniLM item vectors (main job)" and "train_steps" not in result
+    result = json.loads((tmp_path / slug(MAIN_ROW) / "seed0.json").read_text())
+    assert result["row"] == MAIN_ROW and "train_steps" not in result
     assert "--seeds 0" in result["command"]
     table = ablation_table(load_ablation(tmp_path))
-    assert table.loc["item tokens + MiniLM item vectors (main job)", "seeds"] == 1
+    assert table.loc[MAIN_ROW, "seeds"] == 1
     assert runs["test_ndcg@10"].between(0, 1).all()
 
 
