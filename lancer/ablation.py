@@ -23,7 +23,7 @@ from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MAIN_ROW', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
+__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
            'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths',
            'load_history_lengths', 'history_length_table', 'plot_history_lengths', 'mapping_precision_table']
 
@@ -49,6 +49,7 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
 }
 
+MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing (main job)"                 # the main job's configuration
 BASELINE_NAMES = {"pop": "Pop", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}   # model key in results -> row
 
 def slug(row: str) -> str:
@@ -153,7 +154,6 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
 
 # %% ../nbs/14_ablation.ipynb #6245c096
 HISTORY_LENGTHS = (1, 2, 3, 5, 10)
-MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing (main job)"
 
 def truncated_history_metrics(rank: Callable[[list[list[int]]], list[list[int]]], examples: Sequence[Example],
                               lengths: Sequence[int] = HISTORY_LENGTHS) -> dict[int, dict[str, float]]:
