@@ -100,7 +100,8 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
 
 # %% ../nbs/14_ablation.ipynb #eec7ad90
 def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
-    "One line per run in `output_dir`: row, seed, validation NDCG@10 and the test metrics, wall time."
+    """One line per run in `output_dir`: row, seed, validation NDCG@10 and the test metrics, wall time; the baselines
+    first, then the rows in the order of `ABLATIONS`."""
     lines = []
     for path in sorted(Path(output_dir).glob("*/seed*.json")):
         run = json.loads(path.read_text())
@@ -114,16 +115,19 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
                           **{f"test_{k}": v for k, v in run["lancer"].items()},
                           "wall_time_s": run["wall_time_s"]})
     if not lines: raise FileNotFoundError(f"no ablation results (*/seed*.json) under {output_dir}")
-    return pd.DataFrame(lines)
+    known = list(BASELINE_NAMES.values()) + list(ABLATIONS)                      # baselines, then the rows in their order
+    rank = lambda row: known.index(row) if row in known else len(known)
+    return pd.DataFrame(sorted(lines, key=lambda line: (rank(line["row"]), line["seed"])))
 
 def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg@10", "test_recall@10", "valid_ndcg@10")) -> pd.DataFrame:
-    "Mean ± std over seeds of each row (in the order rows first appear), with the number of seeds and the mean wall time."
+    """Mean ± std over seeds of each row (in the order rows first appear; a single seed has no ±), with the number of
+    seeds and the mean wall time."""
     order = list(dict.fromkeys(runs["row"]))
     g = runs.groupby("row", sort=False)
     table = pd.DataFrame({"seeds": g["seed"].count()})
     for m in metrics:
-        mean, std = g[m].mean(), g[m].std(ddof=1).fillna(0)
-        table[m] = [f"{a:.4f} ± {s:.4f}" if pd.notna(a) else "" for a, s in zip(mean, std)]
+        mean, std, n = g[m].mean(), g[m].std(ddof=1), g[m].count()
+        table[m] = ["" if pd.isna(a) else f"{a:.4f}" if k < 2 else f"{a:.4f} ± {s:.4f}" for a, s, k in zip(mean, std, n)]
     table["minutes"] = (g["wall_time_s"].mean() / 60).round(1)            # training + evaluation, backbone not included
     return table.loc[order]
 
