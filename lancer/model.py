@@ -289,17 +289,31 @@ class LancerModel(nn.Module):
         if self.stage == 1: self.lm.eval()
         return self
 
-    def encode_items(self, item_ids: Tensor, with_loss: bool = True) -> tuple[Tensor | None, Tensor]:
-        """Knowledge loss over `item_ids` [U] and their representations [U, d], from one knowledge-LM pass
-        (`with_loss=False`: no loss, so no output-vocabulary logits, and `None` in its place)."""
-        batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, item_ids.tolist(), self.pad_id).items()}
-        ids, mask = batch["input_ids"], batch["attention_mask"]                         # [U, T]
-        U, P = len(item_ids), self.config.n_prefix
-        hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)  # [U, T, d]
-        loss = label_loss(self.knowledge_lm, hidden, batch["labels"]) if with_loss else None
-        if self.config.item_repr == "published":
-            return loss, item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
-        return loss, pool_hidden(hidden, mask, self.config.item_repr)                       # [U, d]
+    def encode_items(self, item_ids: Tensor, with_loss: bool = True, bucket_size: int = 48) -> tuple[Tensor | None, Tensor]:
+        """Knowledge loss over `item_ids` [U] and their representations [U, d] from the knowledge LM
+        (`with_loss=False`: no loss, so no output-vocabulary logits, and `None` in its place). The items run in buckets
+        of about `bucket_size` items of similar knowledge-text length, so a batch carries little padding; the loss is
+        the mean over all the items' label tokens, as in one padded pass."""
+        lengths = torch.tensor([len(self.texts.knowledge_ids[i]) for i in item_ids.tolist()])
+        order = torch.argsort(lengths, stable=True)
+        n_buckets = max(1, round(len(order) / bucket_size))
+        losses, counts, reps = [], [], []
+        for bucket in torch.tensor_split(order, n_buckets):
+            ids_ = item_ids[bucket]
+            batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, ids_.tolist(), self.pad_id).items()}
+            ids, mask = batch["input_ids"], batch["attention_mask"]                     # [u, T]: T = the bucket's longest
+            u, P = len(ids_), self.config.n_prefix
+            hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(u), mask.new_ones(u, P), ids, mask)  # [u, T, d]
+            if with_loss:
+                losses.append(label_loss(self.knowledge_lm, hidden, batch["labels"]))
+                counts.append((batch["labels"][:, 1:] != -100).sum())
+            reps.append(item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
+                        if self.config.item_repr == "published" else pool_hidden(hidden, mask, self.config.item_repr))
+        loss = None
+        if with_loss:
+            counts = torch.stack(counts).to(self.device)
+            loss = (torch.stack(losses) * counts).sum() / counts.sum()
+        return loss, torch.cat(reps)[torch.argsort(order)]                               # [U, d], in `item_ids` order
 
     def user_prefix(self, history: Tensor, history_mask: Tensor, item_reps: Tensor | None = None):
         """Reasoning prefix for histories [B, H]: (prefix, prefix mask [B, H], knowledge loss or None, attention weights).
@@ -356,11 +370,9 @@ def catalogue_representations(model: LancerModel, batch_size: int = 256) -> Tens
     if model.sentence_reps is not None: return model.sentence_reps
     was_training = model.training
     model.eval()
-    order = torch.argsort(torch.tensor([len(r) for r in model.texts.knowledge_ids]), stable=True)  # by length: less padding
-    reps = torch.cat([model.encode_items(order[i:i + batch_size], with_loss=False)[1]
-                      for i in range(0, len(order), batch_size)])
+    reps = model.encode_items(torch.arange(len(model.texts)), with_loss=False, bucket_size=batch_size)[1]
     model.train(was_training)
-    return reps[torch.argsort(order)]                                                   # back to catalogue order
+    return reps
 
 def display_mapper(model: LancerModel, pooling: str = "max") -> EmbeddingMapper:
     "The published mapper: catalogue display strings embedded by pooled input word embeddings of the generating LM."
