@@ -299,10 +299,10 @@ class LancerModel(nn.Module):
         n_buckets = max(1, round(len(order) / bucket_size))
         losses, counts, reps = [], [], []
         for bucket in torch.tensor_split(order, n_buckets):
-            ids_ = item_ids[bucket]
-            batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, ids_.tolist(), self.pad_id).items()}
+            items = item_ids[bucket].tolist()
+            batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, items, self.pad_id).items()}
             ids, mask = batch["input_ids"], batch["attention_mask"]                     # [u, T]: T = the bucket's longest
-            u, P = len(ids_), self.config.n_prefix
+            u, P = len(items), self.config.n_prefix
             hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(u), mask.new_ones(u, P), ids, mask)  # [u, T, d]
             if with_loss:
                 losses.append(label_loss(self.knowledge_lm, hidden, batch["labels"]))
@@ -366,7 +366,8 @@ class LancerModel(nn.Module):
 @torch.inference_mode()
 def catalogue_representations(model: LancerModel, batch_size: int = 256) -> Tensor:
     """Representations [n_items, d] of every catalogue item that the reasoning attention reads: under the current
-    knowledge prompt, or the fixed pretrained vectors of `item_encoder="minilm"` (no knowledge pass needed)."""
+    knowledge prompt (in length buckets of about `batch_size` items), or the fixed pretrained vectors of
+    `item_encoder="minilm"` (no knowledge pass needed)."""
     if model.sentence_reps is not None: return model.sentence_reps
     was_training = model.training
     model.eval()
