@@ -196,10 +196,11 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
         rank_sasrec = lambda hs: topk_from_scores(score_all_items(sasrec, [np.array(h) for h in hs]), 10).tolist()
         results = {"LANCER": lancer, "SASRec": truncated_history_metrics(rank_sasrec, split.test, lengths)}
         out.mkdir(parents=True, exist_ok=True)
+        command = f"lancer history-lengths --seeds {seed}" + ("" if row == MAIN_ROW else f" --row {row!r}")
         path.write_text(json.dumps({"row": row, "seed": seed, "wall_time_s": round(time.time() - t0, 1),
-                                    "metrics": {model: {str(L): m for L, m in by_length.items()}
-                                                for model, by_length in results.items()},
-                                    "command": f"lancer history-lengths --seeds {seed}"}, indent=2))
+                                    "metrics": {name: {str(L): m for L, m in by_length.items()}
+                                                for name, by_length in results.items()},
+                                    "command": command}, indent=2))
     return load_history_lengths(out)
 
 def load_history_lengths(output_dir: str | Path = "results/history-lengths") -> pd.DataFrame:
