@@ -199,10 +199,9 @@ def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
     return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 # %% ../nbs/07_model.ipynb #c97594c3
-def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts,
-                    init: Tensor | None = None) -> list[int]:
+def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts) -> list[int]:
     """Give every catalogue item a token `<item_j>` (once: a tokenizer that has them is left as it is) and return their ids.
-    New embedding rows start at the mean input embedding of the item's display string, or at the rows of `init` [N, d]."""
+    New embedding rows start at the mean input embedding of the item's display string."""
     names = [f"<item_{j}>" for j in range(len(texts))]
     if names[0] not in tokenizer.get_vocab():
         tokenizer.add_tokens(names)
@@ -211,7 +210,6 @@ def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
         emb = lm.get_input_embeddings().weight                                            # [V + N, d]
         with torch.no_grad():
             for j, display in enumerate(texts.display_ids): emb[ids[j]] = emb[display].mean(0)
-            if init is not None: emb[ids] = init.to(emb.dtype)
     ids = tokenizer.convert_tokens_to_ids(names)
     if ids != list(range(ids[0], ids[0] + len(ids))): raise ValueError("item tokens must have consecutive ids")
     texts.item_token_ids = ids
@@ -260,13 +258,13 @@ class LancerModel(nn.Module):
                                             d_knowledge=self.knowledge_prompt.d_mlp)
         self.register_buffer("sentence_reps", sentence_reps, persistent=False)
         if config.item_tokens != "none":
-            init = None
-            if config.item_token_init == "minilm" and "<item_0>" not in tokenizer.get_vocab():
+            new = "<item_0>" not in tokenizer.get_vocab()           # a loaded checkpoint keeps its trained rows
+            ids = add_item_tokens(lm, tokenizer, texts)
+            if new and config.item_token_init == "minilm":
                 from lancer.mapping import sentence_encoder
                 vectors = sentence_reps if sentence_reps is not None else sentence_encoder()(texts.display)
-                text_rows = torch.stack([lm.get_input_embeddings().weight[d].mean(0) for d in texts.display_ids]).detach()
-                init = reduced_vectors(vectors, text_rows)
-            add_item_tokens(lm, tokenizer, texts, init)
+                emb = lm.get_input_embeddings().weight
+                with torch.no_grad(): emb[ids] = reduced_vectors(vectors, emb[ids]).to(emb.dtype)
         if config.lm_dropout is not None:
             for m in lm.modules():
                 if isinstance(m, nn.Dropout): m.p = config.lm_dropout

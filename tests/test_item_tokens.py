@@ -15,7 +15,8 @@ from lancer.ablation import MAIN_ROW, ablation_table, history_length_table, slug
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
-from lancer.model import LancerConfig, load_model, prefixed_hidden, recommend, save_model, sequence_batch
+from lancer.mapping import sentence_encoder
+from lancer.model import LancerConfig, load_model, reduced_vectors, prefixed_hidden, recommend, save_model, sequence_batch
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out
 from lancer.training import TrainConfig, rule_dataset, select_examples, train
@@ -23,19 +24,23 @@ from lancer.training import TrainConfig, rule_dataset, select_examples, train
 TINY = OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=10, batch_size=16)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def train_on_rule(cache_dir, run_dir, **config_changes):
     "Item-token LANCER on the next-item rule (60 users, 12 items), all positions of each window as labels."
     torch.set_num_threads(1)
     ds = rule_dataset(n_users=60)
     ds.name = "ml-100k"
     split = leave_one_out(ds, max_history=4)
-    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead",
-                                                    loss_on="all"), TINY, cache_dir=tmp_path_factory.mktemp("cache"))
+    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all", **config_changes)
+    model = build_model(ds, "offline", config, TINY, cache_dir=cache_dir)
     cfg = TrainConfig(epochs_stage1=1, epochs_stage2=30, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
                       windows_per_user=0, window_stride=4, item_reps="cached", refresh_every=5, progress=False)
-    summary = train(model, split, cfg, tmp_path_factory.mktemp("run"))
+    summary = train(model, split, cfg, run_dir)
     return ds, split, model, summary
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    return train_on_rule(tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("run"))
 
 
 def test_item_tokens_learn_the_rule(trained):
@@ -136,16 +141,7 @@ def test_pretrained_item_vectors_feed_the_reasoning_queries(tmp_path):
 
 def test_without_reasoning_prompt_trains_and_ranks(tmp_path):
     "The ablation without the reasoning prompt (one static knowledge-prompt prefix) trains all positions and still ranks."
-    torch.set_num_threads(1)
-    ds = rule_dataset(n_users=60)
-    ds.name = "ml-100k"
-    split = leave_one_out(ds, max_history=4)
-    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all",
-                          reasoning_prompt=False)
-    model = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache")
-    cfg = TrainConfig(epochs_stage1=1, epochs_stage2=30, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
-                      windows_per_user=0, window_stride=4, item_reps="cached", refresh_every=5, progress=False)
-    summary = train(model, split, cfg, tmp_path / "run")
+    ds, _, _, summary = train_on_rule(tmp_path / "cache", tmp_path / "run", reasoning_prompt=False)
     assert summary["lancer"]["recall@5"] >= 0.9, summary["lancer"]
     loaded = load_model(tmp_path / "run" / "best", ds.items)
     assert loaded.config.reasoning_prompt is False
@@ -160,7 +156,9 @@ def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
     plain = build_model(ds, "offline", replace(config, item_token_init="text"), TINY, cache_dir=tmp_path / "cache")
     ids = model.texts.item_token_ids
     rows = model.lm.get_input_embeddings().weight[ids].detach()
-    assert not torch.allclose(rows, plain.lm.get_input_embeddings().weight[ids])
+    text_rows = plain.lm.get_input_embeddings().weight[ids].detach()
+    assert not torch.allclose(rows, text_rows)
+    assert torch.allclose(rows, reduced_vectors(sentence_encoder()(model.texts.display), text_rows), atol=1e-5)
     with torch.no_grad(): model.lm.get_input_embeddings().weight[ids] += 1.0            # as if training moved them
     save_model(model, tmp_path / "ckpt")
     loaded = load_model(tmp_path / "ckpt", ds.items)
