@@ -9,11 +9,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache, DynamicLayer
 
 from .backbone import as_cache, text_position_ids
 
 # %% auto #0
-__all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'ItemTrie', 'generate']
+__all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'BeamCacheLayer', 'beam_cache', 'ItemTrie', 'generate']
 
 # %% ../nbs/08_generation.ipynb #c60d7997
 @torch.inference_mode()
@@ -53,6 +54,38 @@ def cut(text: str, stop: str | None = " ->") -> str:
     return text.strip()
 
 # %% ../nbs/08_generation.ipynb #ff1b0f89
+class BeamCacheLayer(DynamicLayer):
+    "One layer's keys/values for beam search over a shared context: preallocated, written in place, reordered after it."
+    def __init__(self, keys: Tensor, values: Tensor, max_new_tokens: int):
+        super().__init__()
+        n, h, c, d = keys.shape                                           # [B*K, n_head, C, head_dim]
+        self.keys, self.values = keys.new_empty(n, h, c + max_new_tokens, d), values.new_empty(n, h, c + max_new_tokens, d)
+        self.keys[:, :, :c], self.values[:, :, :c] = keys, values
+        self.shared = self.length = c                                     # columns 0 … C-1 are the same for all beams
+        self.device, self.is_initialized = keys.device, True
+
+    def update(self, key_states: Tensor, value_states: Tensor, *args, **kwargs) -> tuple[Tensor, Tensor]:
+        end = self.length + key_states.shape[-2]
+        if end > self.keys.shape[2]:
+            raise RuntimeError(f"BeamCacheLayer holds {self.keys.shape[2]} columns; {end} needed (raise max_new_tokens)")
+        self.keys[:, :, self.length:end], self.values[:, :, self.length:end] = key_states, value_states
+        self.length = end
+        return self.keys[:, :, :end], self.values[:, :, :end]
+
+    def get_seq_length(self) -> int: return self.length
+
+    def reorder_cache(self, beam_idx: Tensor) -> None:
+        new = slice(self.shared, self.length)                             # only the generated columns differ by beam
+        self.keys[:, :, new], self.values[:, :, new] = self.keys[beam_idx, :, new], self.values[beam_idx, :, new]
+
+def beam_cache(cache: Cache, num_beams: int, max_new_tokens: int) -> Cache:
+    """`cache` (one row per user) as a cache of `BeamCacheLayer`s, each row repeated for its `num_beams` beams, with room
+    for `max_new_tokens` more columns. An empty cache stays an empty `DynamicCache`."""
+    if cache.get_seq_length() == 0: return DynamicCache()
+    return Cache(layers=[BeamCacheLayer(l.keys.repeat_interleave(num_beams, 0), l.values.repeat_interleave(num_beams, 0),
+                                        max_new_tokens) for l in cache.layers])
+
+# %% ../nbs/08_generation.ipynb #490a3cc1
 def _check_prefix(prefix, prefix_mask, n: int) -> None:
     if prefix_mask.ndim != 2 or prefix_mask.shape[0] != n:
         raise ValueError(f"prefix_mask has shape {tuple(prefix_mask.shape)}, expected [{n}, T] for {n} prompts")
@@ -88,7 +121,7 @@ def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_
     if ids.shape[1] > 1:
         cache = lm(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=pos[:, :-1], cache=cache,
                    use_cache=True).cache                                       # T + S - 1 positions, B rows
-    cache.batch_repeat_interleave(num_beams)                                   # ... then is copied to its beams
+    cache = beam_cache(cache, num_beams, max_new_tokens + 1)                   # ... then is copied to its beams
     allowed = None if trie is None else (lambda b, row: trie.allowed(row[1:].tolist()))  # row = last prompt token + new
     out = lm.generate(input_ids=ids[:, -1:], attention_mask=full_mask, position_ids=pos[:, -1:], cache=cache,
                       generation_config=cfg, tokenizer=tokenizer if stop and trie is None else None,
