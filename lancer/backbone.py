@@ -12,15 +12,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
-from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT2Config, GPT2LMHeadModel,
+from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT2Config, GPT2LMHeadModel,
                           PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
 # %% auto #0
-__all__ = ['OFFLINE_HINT', 'FUSED_ACTIVATIONS', 'EOT', 'BackboneError', 'load_backbone', 'as_cache', 'text_position_ids',
-           'check_length', 'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table',
-           'pretrain', 'build_offline_backbone']
+__all__ = ['OFFLINE_HINT', 'EOT', 'BackboneError', 'load_backbone', 'as_cache', 'text_position_ids', 'check_length',
+           'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'pretrain',
+           'build_offline_backbone']
 
 # %% ../nbs/04_backbone.ipynb #ec63e312
 class BackboneError(RuntimeError):
@@ -29,8 +29,6 @@ class BackboneError(RuntimeError):
 # %% ../nbs/04_backbone.ipynb #9c22fe0a
 OFFLINE_HINT = ("No pretrained model can be downloaded here? Use the offline backbone instead (`--backbone offline`): "
                 "a small GPT-2 built from the dataset's item texts with `lancer.backbone.build_offline_backbone`.")
-
-FUSED_ACTIVATIONS = {"gelu_new": "gelu_pytorch_tanh"}  # the same function as one fused kernel (see below)
 
 def load_backbone(name_or_path: str|Path, # hub name (`gpt2`, `distilgpt2`, `EleutherAI/pythia-70m`, ...) or local directory
                   device: str|torch.device|None = None, # move the model there (default: leave it on the CPU)
@@ -42,10 +40,7 @@ def load_backbone(name_or_path: str|Path, # hub name (`gpt2`, `distilgpt2`, `Ele
                             "`build_offline_backbone(texts, cfg, output_dir)` and pass `output_dir` to `load_backbone`.")
     try:
         tokenizer = AutoTokenizer.from_pretrained(name)
-        config = AutoConfig.from_pretrained(name)
-        act = getattr(config, "activation_function", None)
-        if act in FUSED_ACTIVATIONS: config.activation_function = FUSED_ACTIVATIONS[act]
-        model = AutoModelForCausalLM.from_pretrained(name, config=config)
+        model = AutoModelForCausalLM.from_pretrained(name)
     except (OSError, ValueError, KeyError) as e:
         offline = hf_constants.HF_HUB_OFFLINE
         where = "the hub is switched off (HF_HUB_OFFLINE=1)" if offline else "no local directory has that name"
@@ -184,8 +179,7 @@ def build_offline_backbone(texts: list[str], # item texts of the dataset (see `b
     tokenizer.model_max_length = cfg.n_positions
     config = GPT2Config(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_positions,
                         vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
-                        activation_function="gelu_pytorch_tanh")
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     lm = GPT2LMHeadModel(config)
     table = pretraining_table(texts, tokenizer, min(cfg.block_size, cfg.n_positions))
     losses = pretrain(lm, table, cfg, tokenizer.pad_token_id, device)
