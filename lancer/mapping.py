@@ -14,10 +14,21 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 # %% auto #0
-__all__ = ['CORRUPTIONS', 'word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items', 'hidden_state_encoder',
-           'sentence_encoder', 'corrupt', 'mapping_precision']
+__all__ = ['CORRUPTIONS', 'padded', 'masked_mean', 'word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items',
+           'hidden_state_encoder', 'sentence_encoder', 'corrupt', 'mapping_precision']
 
 # %% ../nbs/09_mapping.ipynb #37c6cfe9
+def padded(ids: list[list[int]], device=None) -> tuple[Tensor, Tensor]:
+    "Token-id lists as right-padded `input_ids [n, S]` (pad id 0) and their boolean mask `[n, S]`."
+    S = max([len(i) for i in ids] + [1])
+    input_ids = torch.tensor([i + [0] * (S - len(i)) for i in ids], device=device)
+    mask = torch.tensor([[True] * len(i) + [False] * (S - len(i)) for i in ids], device=device)
+    return input_ids, mask
+
+def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
+    "Mean of `x [n, S, d]` over the positions where `mask [n, S]` is set (the zero vector where none is)."
+    return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+
 def word_embedding_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                            pooling: str = "max",          # "max" (published) or "mean" over the string's tokens
                            max_tokens: int | None = None,  # cut each string to this many tokens (None: keep all)
@@ -29,12 +40,9 @@ def word_embedding_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     @torch.inference_mode()
     def embed(texts: list[str]) -> Tensor:
         ids = [i[:max_tokens] for i in tokenizer(list(texts), add_special_tokens=False).input_ids]
-        S = max([len(i) for i in ids] + [1])
-        input_ids = torch.tensor([i + [0] * (S - len(i)) for i in ids], device=wte.weight.device)   # [n, S]
-        mask = torch.tensor([[1] * len(i) + [0] * (S - len(i)) for i in ids], device=wte.weight.device).bool()
+        input_ids, mask = padded(ids, wte.weight.device)                                            # [n, S]
         x = wte(input_ids).float()                                                                  # [n, S, d]
-        if pooling == "mean":
-            return (x * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+        if pooling == "mean": return masked_mean(x, mask)
         pooled = x.masked_fill(~mask[..., None], float("-inf")).amax(1)                             # [n, d]
         return torch.where(mask.any(1, keepdim=True), pooled, torch.zeros_like(pooled))
     return embed
@@ -152,11 +160,9 @@ def hidden_state_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
         for i in range(0, len(texts), batch_size):
             ids = [t[:lm.config.n_positions] or [tokenizer.eos_token_id]
                    for t in tokenizer([" " + x for x in texts[i:i + batch_size]], add_special_tokens=False).input_ids]
-            S = max(map(len, ids))
-            input_ids = torch.tensor([t + [0] * (S - len(t)) for t in ids], device=device)          # [b, S]
-            mask = torch.tensor([[1] * len(t) + [0] * (S - len(t)) for t in ids], device=device)
-            h = lm.base_model(input_ids=input_ids, attention_mask=mask).last_hidden_state.float()  # [b, S, d]
-            out.append((h * mask[..., None]).sum(1) / mask.sum(1, keepdim=True))
+            input_ids, mask = padded(ids, device)                                                   # [b, S]
+            h = lm.base_model(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state.float()  # [b, S, d]
+            out.append(masked_mean(h, mask))
         return torch.cat(out)
     return embed
 
