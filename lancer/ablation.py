@@ -23,9 +23,10 @@ from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
-           'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths',
-           'load_history_lengths', 'history_length_table', 'plot_history_lengths', 'mapping_precision_table']
+__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'slug', 'row_configs', 'run_ablation',
+           'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics',
+           'run_history_lengths', 'load_history_lengths', 'history_length_table', 'plot_history_lengths',
+           'run_model_sizes', 'load_model_sizes', 'model_size_table', 'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -229,6 +230,73 @@ def plot_history_lengths(runs: pd.DataFrame, metric: str = "ndcg@10"):
            xticks=sorted(runs["history"].unique()), xticklabels=sorted(runs["history"].unique()))
     ax.legend(); fig.tight_layout()
     return fig
+
+# %% ../nbs/14_ablation.ipynb #8e8add71
+MODEL_SIZES: dict[str, tuple[dict, dict]] = {
+    # name: (OfflineBackboneConfig changes, TrainConfig changes) to the main job
+    "2 layers x 128, 12 epochs (main job)": ({}, {}),
+    "2 layers x 128, 24 epochs": ({}, {"epochs_stage2": 24}),
+    "4 layers x 128, 12 epochs": ({"n_layer": 4}, {}),
+    "2 layers x 256, 12 epochs": ({"n_embd": 256}, {}),
+}
+
+def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[int] = (0,),
+                    output_dir: str | Path = "results/model-size", dataset: str | SeqDataset = "ml-100k",
+                    data_dir: str | None = None, train_changes: dict | None = None,
+                    backbone_changes: dict | None = None) -> pd.DataFrame:
+    """Train the main job with each backbone size / epoch budget of `sizes` and each seed (runs already on disk are
+    skipped); one JSON per run in `output_dir/<size>/seed<k>.json`. `train_changes`/`backbone_changes` apply to every
+    run (for quick tests). Returns `load_model_sizes(output_dir)`."""
+    from lancer.pipeline import offline_backbone_path, prepare_data
+    from lancer.protocol import template_for
+    for size in sizes:
+        if size not in MODEL_SIZES: raise KeyError(f"unknown model size {size!r}; sizes: {list(MODEL_SIZES)}")
+    out = Path(output_dir)
+    for size in sizes:
+        backbone_change, train_change = MODEL_SIZES[size]
+        backbone_config = OfflineBackboneConfig(**{**backbone_change, **(backbone_changes or {})})
+        for seed in seeds:
+            path = out / slug(size) / f"seed{seed}.json"
+            if path.exists(): continue
+            config, train_config = row_configs(MAIN_ROW, seed)
+            train_config = replace(train_config, **{**train_change, **(train_changes or {})})
+            ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+            backbone = offline_backbone_path(ds, template_for(ds.name), backbone_config, split=split)  # built once per size
+            built = json.loads((backbone / "offline_backbone.json").read_text())
+            with tempfile.TemporaryDirectory() as run_dir:
+                summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                                       backbone_config=backbone_config)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_trimmed(summary) | {
+                "size": size, "seed": seed, "backbone_seconds": built["seconds"], "backbone_params": built["n_params"],
+                "command": f"python -c \"from lancer.ablation import run_model_sizes; "
+                           f"run_model_sizes([{size!r}], seeds=[{seed}])\""}, indent=2))
+    return load_model_sizes(out)
+
+def load_model_sizes(output_dir: str | Path = "results/model-size") -> pd.DataFrame:
+    "One line per run of `run_model_sizes`: size, seed, parameters, minutes (backbone, training) and metrics."
+    lines = []
+    for path in sorted(Path(output_dir).glob("*/seed*.json")):
+        run = json.loads(path.read_text())
+        lines.append({"size": run["size"], "seed": run["seed"], "backbone parameters": run["backbone_params"],
+                      "backbone minutes": run["backbone_seconds"] / 60, "training minutes": run["wall_time_s"] / 60,
+                      "valid_ndcg@10": run["best_valid_ndcg@10"], "test_ndcg@10": run["lancer"]["ndcg@10"],
+                      "test_recall@10": run["lancer"]["recall@10"]})
+    if not lines: raise FileNotFoundError(f"no model-size results (<size>/seed*.json) under {output_dir}")
+    runs = pd.DataFrame(lines)
+    order = {size: i for i, size in enumerate(MODEL_SIZES)}
+    return runs.sort_values(["size", "seed"], key=lambda c: c.map(order) if c.name == "size" else c, ignore_index=True)
+
+def model_size_table(runs: pd.DataFrame) -> pd.DataFrame:
+    "Per size: parameters, mean minutes, seeds and mean (± std with several seeds) of the metrics."
+    g = runs.groupby("size", sort=False)
+    table = pd.DataFrame({"backbone parameters": g["backbone parameters"].first(),
+                          "backbone minutes": g["backbone minutes"].mean().round(1),
+                          "training minutes": g["training minutes"].mean().round(1), "seeds": g.size()})
+    for metric in ("test_ndcg@10", "test_recall@10", "valid_ndcg@10"):
+        mean, std = g[metric].mean(), g[metric].std(ddof=1)
+        table[metric] = [f"{m:.4f}" + ("" if np.isnan(s) else f" ± {s:.4f}") for m, s in zip(mean, std)]
+    return table
 
 # %% ../nbs/14_ablation.ipynb #8b604f86
 def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lancer.ablation import MAIN_ROW, ablation_table, history_length_table, slug, load_ablation, run_ablation, run_history_lengths
+from lancer.ablation import (MAIN_ROW, ablation_table, history_length_table, model_size_table, slug, load_ablation,
+                             run_ablation, run_history_lengths, run_model_sizes)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
@@ -179,3 +180,23 @@ def test_run_history_lengths_writes_and_reads(tmp_path, monkeypatch):
     table = history_length_table(runs)
     assert list(table.columns) == ["last 1", "last 3"]
     assert "--seeds 0" in json.loads((tmp_path / "out" / "seed0.json").read_text())["command"]
+
+
+def test_run_model_sizes_writes_and_reads(tmp_path, monkeypatch):
+    "Each size gets its own backbone (built once, timed) and one result file per seed; the table keeps MODEL_SIZES' order."
+    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    ds = rule_dataset(n_users=30)
+    ds.name = "ml-100k"
+    small = {"n_embd": 32, "n_head": 2, "vocab_size": 400, "epochs": 2, "batch_size": 16}
+    sizes = ["4 layers x 128, 12 epochs", "2 layers x 128, 12 epochs (main job)"]
+    runs = run_model_sizes(sizes, [0], tmp_path / "out", dataset=ds, backbone_changes=small,
+                           train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
+    assert list(runs["size"]) == sizes[::-1]
+    params = runs.set_index("size")["backbone parameters"]
+    assert params[sizes[0]] > params[sizes[1]]                      # 4 layers against 2, the same width
+    assert (runs["backbone minutes"] > 0).all() and runs["test_ndcg@10"].between(0, 1).all()
+    assert list(model_size_table(runs)["seeds"]) == [1, 1]
+    assert len(list((tmp_path / "cache" / "backbones").iterdir())) == 2   # the backbone is not built a second time
+    command = json.loads((tmp_path / "out" / slug(sizes[0]) / "seed0.json").read_text())["command"]
+    assert "run_model_sizes(['4 layers x 128, 12 epochs'], seeds=[0])" in command
