@@ -55,7 +55,7 @@ def cut(text: str, stop: str | None = " ->") -> str:
 
 # %% ../nbs/08_generation.ipynb #ff1b0f89
 class BeamCacheLayer(DynamicLayer):
-    "One layer's keys/values for beam search over a shared context: preallocated, written in place, reordered after it."
+    "One layer's keys/values for beam search over a shared context: preallocated, written in place; reorders move only generated columns."
     def __init__(self, keys: Tensor, values: Tensor, max_new_tokens: int):
         super().__init__()
         n, h, c, d = keys.shape                                           # [B*K, n_head, C, head_dim]
