@@ -56,11 +56,12 @@ def cut(text: str, stop: str | None = " ->") -> str:
 # %% ../nbs/08_generation.ipynb #ff1b0f89
 class BeamCacheLayer(DynamicLayer):
     "One layer's keys/values for beam search over a shared context: preallocated, written in place; reorders move only generated columns."
-    def __init__(self, keys: Tensor, values: Tensor, max_new_tokens: int):
+    def __init__(self, keys: Tensor, values: Tensor, num_beams: int, max_new_tokens: int):
         super().__init__()
-        n, h, c, d = keys.shape                                           # [B*K, n_head, C, head_dim]
-        self.keys, self.values = keys.new_empty(n, h, c + max_new_tokens, d), values.new_empty(n, h, c + max_new_tokens, d)
-        self.keys[:, :, :c], self.values[:, :, :c] = keys, values
+        b, h, c, d = keys.shape                                           # [B, n_head, C, head_dim]: one row per user
+        self.keys, self.values = (t.new_empty(b * num_beams, h, c + max_new_tokens, d) for t in (keys, values))
+        for buffer, t in ((self.keys, keys), (self.values, values)):   # row b*K + k holds user b's context
+            buffer.view(b, num_beams, h, -1, d)[:, :, :, :c] = t[:, None]
         self.shared = self.length = c                                     # columns 0 … C-1 are the same for all beams
         self.device, self.is_initialized = keys.device, True
 
@@ -82,8 +83,7 @@ def beam_cache(cache: Cache, num_beams: int, max_new_tokens: int) -> Cache:
     """`cache` (one row per user) as a cache of `BeamCacheLayer`s, each row repeated for its `num_beams` beams, with room
     for `max_new_tokens` more columns. An empty cache stays an empty `DynamicCache`."""
     if cache.get_seq_length() == 0: return DynamicCache()
-    return Cache(layers=[BeamCacheLayer(l.keys.repeat_interleave(num_beams, 0), l.values.repeat_interleave(num_beams, 0),
-                                        max_new_tokens) for l in cache.layers])
+    return Cache(layers=[BeamCacheLayer(l.keys, l.values, num_beams, max_new_tokens) for l in cache.layers])
 
 # %% ../nbs/08_generation.ipynb #490a3cc1
 def _check_prefix(prefix, prefix_mask, n: int) -> None:
