@@ -105,12 +105,18 @@ def test_presets_on_the_command_line():
         (0.2, 0.3, False, "knowledge")
 
 
-def test_run_ablation_writes_and_reads(tmp_path, monkeypatch):
+@pytest.fixture
+def rule_run_data(tmp_path, monkeypatch):
+    "The rule dataset under the name ml-100k, with a fresh lancer cache in tmp_path and one thread, for whole-run tests."
     monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
     torch.set_num_threads(1)
     ds = rule_dataset(n_users=30)
     ds.name = "ml-100k"
-    runs = run_ablation([MAIN_ROW], seeds=[0], output_dir=tmp_path, dataset=ds, baselines=False,
+    return ds
+
+
+def test_run_ablation_writes_and_reads(tmp_path, rule_run_data):
+    runs = run_ablation([MAIN_ROW], seeds=[0], output_dir=tmp_path, dataset=rule_run_data, baselines=False,
                         backbone_config=TINY, train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
     result = json.loads((tmp_path / slug(MAIN_ROW) / "seed0.json").read_text())
     assert result["row"] == MAIN_ROW and "train_steps" not in result
@@ -166,13 +172,9 @@ def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
     assert torch.allclose(loaded.lm.get_input_embeddings().weight[ids], rows + 1.0)
 
 
-def test_run_history_lengths_writes_and_reads(tmp_path, monkeypatch):
+def test_run_history_lengths_writes_and_reads(tmp_path, rule_run_data):
     "The cold-start proxy trains LANCER and SASRec once per seed and records metrics at every history length."
-    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
-    ds = rule_dataset(n_users=30)
-    ds.name = "ml-100k"
-    runs = run_history_lengths([0], tmp_path / "out", dataset=ds, lengths=(1, 3), backbone_config=TINY,
+    runs = run_history_lengths([0], tmp_path / "out", dataset=rule_run_data, lengths=(1, 3), backbone_config=TINY,
                                train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False},
                                baseline_train={"epochs": 2})
     assert set(runs["model"]) == {"LANCER", "SASRec"} and set(runs["history"]) == {1, 3}
@@ -182,15 +184,11 @@ def test_run_history_lengths_writes_and_reads(tmp_path, monkeypatch):
     assert "--seeds 0" in json.loads((tmp_path / "out" / "seed0.json").read_text())["command"]
 
 
-def test_run_model_sizes_writes_and_reads(tmp_path, monkeypatch):
+def test_run_model_sizes_writes_and_reads(tmp_path, rule_run_data):
     "Each size gets its own backbone (built once, timed) and one result file per seed; the table keeps MODEL_SIZES' order."
-    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
-    torch.set_num_threads(1)
-    ds = rule_dataset(n_users=30)
-    ds.name = "ml-100k"
     small = {"n_embd": 32, "n_head": 2, "vocab_size": 400, "epochs": 2, "batch_size": 16}
     sizes = ["4 layers x 128, 12 epochs", "2 layers x 128, 12 epochs (main job)"]
-    runs = run_model_sizes(sizes, [0], tmp_path / "out", dataset=ds, backbone_changes=small,
+    runs = run_model_sizes(sizes, [0], tmp_path / "out", dataset=rule_run_data, backbone_changes=small,
                            train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
     assert list(runs["size"]) == sizes[::-1]
     params = runs.set_index("size")["backbone parameters"]
