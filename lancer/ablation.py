@@ -40,6 +40,9 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "item tokens + MiniLM item vectors, MiniLM-initialised item tokens": ("item-tokens", {"item_token_init": "minilm"}, {}),
     "item tokens + MiniLM item vectors, no label smoothing, weight decay 0.1": (
         "item-tokens", {"label_smoothing": 0.0}, {"weight_decay": 0.1}),
+    "item tokens + MiniLM item vectors + label smoothing, weight decay 0.1": ("item-tokens", {}, {"weight_decay": 0.1}),
+    "item tokens + MiniLM item vectors + label smoothing, weight average (EMA 0.995)": ("item-tokens", {}, {"ema_decay": 0.995}),
+    "item tokens + MiniLM item vectors + label smoothing, weight average (EMA 0.998)": ("item-tokens", {}, {"ema_decay": 0.998}),
     "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
         "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
     "item tokens, w/o reasoning prompt (knowledge prompt as a static prefix)": ("item-tokens", {"reasoning_prompt": False}, {}),

@@ -63,7 +63,8 @@ class ReasoningAttention(nn.Module):
             raise ValueError(f"items {tuple(items.shape)} and item_mask {tuple(item_mask.shape)} disagree on [B, H].")
         item_mask = item_mask.bool()
         items = items.masked_fill(~item_mask[..., None], 0.0)                  # padded slots: no garbage, no NaN
-        r, self.attn_weights = self.attend(items, knowledge)
+        r, weights = self.attend(items, knowledge)
+        self.attn_weights = weights.detach()                                   # kept for heatmaps, outside the graph
         kv = self.dropout(self.w_o(r))                                        # [B, H, L*2*nh*hd]
         kv = kv.masked_fill(~item_mask[..., None], 0.0)                       # padded slots -> zero prefix vectors
         return split_prefix(kv, self.n_layer, self.n_kv_head, self.head_dim), item_mask.long()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from safetensors.torch import load_file, save_file
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
@@ -28,7 +29,7 @@ from .protocol import Example, Split, training_examples
 
 # %% auto #0
 __all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'evaluate_examples', 'save_training_state', 'cached_inputs',
-           'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
+           'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     item_reps: str = "exact"          # "exact": each step encodes its batch's unique items | "cached": a catalogue table
     refresh_every: int = 50           # cached: recompute the catalogue table every N optimizer steps
     knowledge_items: int = 32         # cached: the knowledge loss of a step uses this many of its batch's items (sampled)
+    ema_decay: float = 0.0            # > 0: validate, keep and test a moving average of the weights with this decay
     window_stride: int = 1            # keep every Nth window of a user, counted back from the most recent (max_history
                                       #   with item tokens and loss_on="all": every item is a label once per epoch)
 
@@ -122,9 +124,11 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict):
         state.setdefault(int(pid), {})[name] = v
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
-def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict, extra: dict):
-    "Write a resumable checkpoint to `path`."
+def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict, extra: dict,
+                        average: AveragedModel | None = None):
+    "Write a resumable checkpoint to `path` (with the weight average, if there is one)."
     save_model(model, path, extra)
+    if average is not None: save_file(_average_tensors(average), path / "average.safetensors")
     tensors, meta = _optimizer_tensors(opt)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, path / "optimizer.safetensors")
@@ -140,6 +144,26 @@ def cached_inputs(batch: dict, table: torch.Tensor, k: int, generator: torch.Gen
     return {"item_reps": table, "knowledge_items": unique[pick.sort().values]}
 
 # %% ../nbs/10_training.ipynb #2618577d
+def weight_average(model: LancerModel, decay: float) -> AveragedModel:
+    "A moving average of `model`'s weights with warmed-up `decay` (update it with `.update_parameters(model)`)."
+    if not 0.0 < decay < 1.0: raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
+    @torch.no_grad()
+    def update(averages: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor | int):
+        beta = min(decay, (1 + int(n)) / (10 + int(n)))
+        torch._foreach_lerp_(averages, current, 1.0 - beta)
+    return AveragedModel(model, multi_avg_fn=update)
+
+def _average_tensors(average: AveragedModel) -> dict[str, torch.Tensor]:
+    "The averaged parameters (tied ones once) and the update count, for safetensors."
+    tensors = {k: p.detach().cpu().contiguous() for k, p in average.module.named_parameters()}
+    return tensors | {"n_averaged": average.n_averaged.detach().cpu()}
+
+def _load_average(average: AveragedModel, tensors: dict[str, torch.Tensor]):
+    with torch.no_grad():
+        for k, p in average.module.named_parameters(): p.copy_(tensors[k])
+        average.n_averaged.copy_(tensors["n_averaged"])
+
+# %% ../nbs/10_training.ipynb #f67d99d2
 def _schedule(total: int, warmup_ratio: float):
     warmup = max(1, int(total * warmup_ratio))
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total)))
@@ -189,6 +213,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     for stage in (1, 2):
         if stage < state["stage"] or epochs[stage] == 0: continue
         model.set_stage(stage)
+        average = weight_average(model, cfg.ema_decay) if cfg.ema_decay else None
         table, refreshed_at = None, 0                     # cached item representations (cfg.item_reps == "cached")
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
@@ -197,6 +222,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         if opt_state is not None and state["stage"] == stage:
             _load_optimizer(opt, *opt_state)
             sched.load_state_dict(opt_state[1]["scheduler"])
+            if average is not None and (out / "last" / "average.safetensors").exists():
+                _load_average(average, load_file(out / "last" / "average.safetensors"))
             opt_state = None
         accelerator.free_memory()
         wrapped, opt_p = accelerator.prepare(model, opt)  # the schedule counts optimizer steps itself (not per process)
@@ -222,6 +249,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                     opt_p.step(); opt_p.zero_grad(set_to_none=True)
                     if accelerator.sync_gradients: sched.step()
                 if not accelerator.sync_gradients: continue
+                if average is not None: average.update_parameters(model)
                 step_in_epoch += 1; state["global_step"] += 1; bar.update()
                 loss = losses["loss"].item()
                 running = loss if running is None else 0.95 * running + 0.05 * loss
@@ -232,15 +260,16 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                                                       "sequence_loss": round(losses["sequence_loss"].item(), 5),
                                                       "knowledge_loss": round(losses["knowledge_loss"].item(), 5)})
                 if cfg.save_every and state["global_step"] % cfg.save_every == 0 and main:
-                    save_training_state(out / "last", model, opt, sched, state, extra or {})
+                    save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
                 if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
                     stopped = True; break
             bar.close()
             if stopped:
-                if main: save_training_state(out / "last", model, opt, sched, state, extra or {})
+                if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
                 accelerator.wait_for_everyone()
                 return {"stopped_at": dict(state), "wall_time_s": time.time() - t0}
-            metrics = evaluate_examples(model, valid, cfg, accelerator)
+            scored = average.module if average is not None else model      # the weights that are validated and kept
+            metrics = evaluate_examples(scored, valid, cfg, accelerator)
             record = {"stage": stage, "epoch": epoch + 1, "train_loss": running, **metrics}
             state["history"].append(record)
             if main:
@@ -248,9 +277,9 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                       "  ".join(f"valid {k} {v:.4f}" for k, v in metrics.items() if k != "mrr"))
                 if metrics["ndcg@10"] > state["best_ndcg@10"]:
                     state["best_ndcg@10"] = metrics["ndcg@10"]
-                    save_model(model, out / "best", (extra or {}) | {"selected_at": record})
+                    save_model(scored, out / "best", (extra or {}) | {"selected_at": record})
             state |= {"stage": stage, "epoch": epoch + 1, "step_in_epoch": 0}
-            if main: save_training_state(out / "last", model, opt, sched, state, extra or {})
+            if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
             accelerator.wait_for_everyone()
         state |= {"stage": stage + 1, "epoch": 0, "step_in_epoch": 0}
     accelerator.wait_for_everyone()

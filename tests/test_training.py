@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from torch import nn
 
 from lancer.backbone import BackboneError, OfflineBackboneConfig
@@ -121,12 +122,13 @@ def _fresh(tiny):
     return _no_dropout(load_model(init, ds.items))
 
 
-@pytest.mark.parametrize("stop, where", [(3, (1, 3)), (7, (2, 2))])   # inside stage 1, inside stage 2
-def test_resume_continues_from_saved_step(tiny, tmp_path, stop, where):
+@pytest.mark.parametrize("stop, where, ema_decay", [(3, (1, 3), 0.0), (7, (2, 2), 0.0),   # inside stage 1, stage 2
+                                                     (3, (1, 3), 0.9), (7, (2, 2), 0.9)])  # the same with weight averaging
+def test_resume_continues_from_saved_step(tiny, tmp_path, stop, where, ema_decay):
     ds, split, _ = tiny
     # 40 training examples, batch 8: 5 steps per stage, 10 in all; interrupt after `stop` steps
     cfg = dict(epochs_stage1=1, epochs_stage2=1, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
-               num_beams=1, progress=False)
+               num_beams=1, progress=False, ema_decay=ema_decay)
     full = _fresh(tiny)
     train(full, split, TrainConfig(**cfg), tmp_path / "full")
 
@@ -145,6 +147,17 @@ def test_resume_continues_from_saved_step(tiny, tmp_path, stop, where):
     for (n, p), (_, q) in zip(full.state_dict().items(), resumed.state_dict().items()):
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-5, msg=n)
     assert summary["lancer"] == pytest.approx(json.loads((tmp_path / "full" / "metrics.json").read_text())["lancer"])
+    averages = [tmp_path / d / "last" / "average.safetensors" for d in ("full", "resumed")]
+    assert averages[0].exists() == averages[1].exists() == (ema_decay > 0)
+    if ema_decay:
+        full_avg, resumed_avg = load_file(averages[0]), load_file(averages[1])
+        assert full_avg["n_averaged"].item() == resumed_avg["n_averaged"].item() == 5   # stage 2's 5 steps
+        weights = dict(full.named_parameters())
+        for n, p in full_avg.items():
+            if n == "n_averaged": continue
+            torch.testing.assert_close(resumed_avg[n], p, rtol=1e-4, atol=1e-5, msg=n)
+        lag = max((full_avg[n] - weights[n].detach()).abs().max().item() for n in full_avg if n != "n_averaged")
+        assert lag > 1e-4                                  # the average trails the trained weights: it is not a copy
 
 
 def _free_port() -> int:
