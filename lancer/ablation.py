@@ -23,10 +23,10 @@ from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'slug', 'row_configs', 'run_ablation',
-           'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics',
-           'run_history_lengths', 'load_history_lengths', 'history_length_table', 'plot_history_lengths',
-           'run_model_sizes', 'load_model_sizes', 'model_size_table', 'mapping_precision_table']
+__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES', 'slug',
+           'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
+           'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths', 'history_length_table',
+           'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table', 'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -242,21 +242,29 @@ MODEL_SIZES: dict[str, tuple[dict, dict]] = {
     "4 layers x 128, 12 epochs": ({"n_layer": 4}, {}),
     "2 layers x 256, 12 epochs": ({"n_embd": 256}, {}),
 }
+PRETRAINED_BACKBONES: dict[str, str] = {      # name: Hugging Face model (downloaded; a GPU is advised)
+    "GPT-2 small (pretrained), 12 epochs": "gpt2",
+    "GPT-2 medium (pretrained), 12 epochs": "gpt2-medium",
+}
 
 def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[int] = (0,),
                     output_dir: str | Path = "results/model-size", dataset: str | SeqDataset = "ml-100k",
                     data_dir: str | None = None, train_changes: dict | None = None,
-                    backbone_changes: dict | None = None) -> pd.DataFrame:
-    """Train the main job with each backbone size / epoch budget of `sizes` and each seed (runs already on disk are
-    skipped); one JSON per run in `output_dir/<size>/seed<k>.json`. `train_changes`/`backbone_changes` apply to every
-    run (for quick tests). Returns `load_model_sizes(output_dir)`."""
+                    backbone_changes: dict | None = None, pretrained: dict[str, str] | None = None) -> pd.DataFrame:
+    """Train the main job with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of `pretrained`,
+    by default `PRETRAINED_BACKBONES`) and each seed (runs already on disk are skipped); one JSON per run in
+    `output_dir/<size>/seed<k>.json`. `train_changes` apply to every run (e.g. bf16 on a GPU, or short test runs),
+    `backbone_changes` to every offline backbone. Returns `load_model_sizes(output_dir)`."""
+    from lancer.backbone import load_backbone
     from lancer.pipeline import offline_backbone_path, prepare_data
     from lancer.protocol import template_for
+    pretrained = PRETRAINED_BACKBONES if pretrained is None else pretrained
     for size in sizes:
-        if size not in MODEL_SIZES: raise KeyError(f"unknown model size {size!r}; sizes: {list(MODEL_SIZES)}")
+        if size not in MODEL_SIZES and size not in pretrained:
+            raise KeyError(f"unknown model size {size!r}; sizes: {list(MODEL_SIZES) + list(pretrained)}")
     out = Path(output_dir)
     for size in sizes:
-        backbone_change, train_change = MODEL_SIZES[size]
+        backbone_change, train_change = MODEL_SIZES.get(size, ({}, {}))
         backbone_config = OfflineBackboneConfig(**{**backbone_change, **(backbone_changes or {})})
         for seed in seeds:
             path = out / slug(size) / f"seed{seed}.json"
@@ -264,16 +272,21 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
             config, train_config = row_configs(MAIN_ROW, seed)
             train_config = replace(train_config, **{**train_change, **(train_changes or {})})
             ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
-            backbone = offline_backbone_path(ds, template_for(ds.name), backbone_config, split=split)  # built once per size
-            built = json.loads((backbone / "offline_backbone.json").read_text())
+            if size in pretrained:
+                backbone, seconds, params = pretrained[size], 0.0, load_backbone(pretrained[size])[0].num_parameters()
+            else:
+                built = offline_backbone_path(ds, template_for(ds.name), backbone_config, split=split)  # once per size
+                meta = json.loads((built / "offline_backbone.json").read_text())
+                backbone, seconds, params = "offline", meta["seconds"], meta["n_params"]
             with tempfile.TemporaryDirectory() as run_dir:
-                summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
-                                       backbone_config=backbone_config)
+                summary = train_lancer(ds, run_dir, backbone=backbone, data_dir=data_dir, config=config,
+                                       train_config=train_config, backbone_config=backbone_config)
+            changes = f", train_changes={train_changes!r}" if train_changes else ""
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(_trimmed(summary) | {
-                "size": size, "seed": seed, "backbone_seconds": built["seconds"], "backbone_params": built["n_params"],
+                "size": size, "backbone": backbone, "seed": seed, "backbone_seconds": seconds, "backbone_params": params,
                 "command": f"python -c \"from lancer.ablation import run_model_sizes; "
-                           f"run_model_sizes([{size!r}], seeds=[{seed}])\""}, indent=2))
+                           f"run_model_sizes([{size!r}], seeds=[{seed}]{changes})\""}, indent=2))
     return load_model_sizes(out)
 
 def load_model_sizes(output_dir: str | Path = "results/model-size") -> pd.DataFrame:
@@ -287,7 +300,7 @@ def load_model_sizes(output_dir: str | Path = "results/model-size") -> pd.DataFr
                       "test_recall@10": run["lancer"]["recall@10"]})
     if not lines: raise FileNotFoundError(f"no model-size results (<size>/seed*.json) under {output_dir}")
     runs = pd.DataFrame(lines)
-    order = {size: i for i, size in enumerate(MODEL_SIZES)}
+    order = {size: i for i, size in enumerate([*MODEL_SIZES, *PRETRAINED_BACKBONES])}
     return runs.sort_values(["size", "seed"], key=lambda c: c.map(order) if c.name == "size" else c, ignore_index=True)
 
 def model_size_table(runs: pd.DataFrame) -> pd.DataFrame:

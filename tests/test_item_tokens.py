@@ -197,4 +197,19 @@ def test_run_model_sizes_writes_and_reads(tmp_path, rule_run_data):
     assert list(model_size_table(runs)["seeds"]) == [1, 1]
     assert len(list((tmp_path / "cache" / "backbones").iterdir())) == 2   # the backbone is not built a second time
     command = json.loads((tmp_path / "out" / slug(sizes[0]) / "seed0.json").read_text())["command"]
-    assert "run_model_sizes(['4 layers x 128, 12 epochs'], seeds=[0])" in command
+    assert "run_model_sizes(['4 layers x 128, 12 epochs'], seeds=[0], train_changes=" in command
+
+
+def test_run_model_sizes_on_a_pretrained_backbone(tmp_path, rule_run_data):
+    "A `pretrained` size trains on that Hugging Face model (here a local directory standing in for gpt2), not built."
+    from lancer.pipeline import offline_backbone_path, prepare_data
+    from lancer.protocol import template_for
+    ds, split = prepare_data(rule_run_data, max_history=10)
+    local = offline_backbone_path(ds, template_for(ds.name), replace(TINY, epochs=2), split=split)
+    runs = run_model_sizes(["tiny GPT-2"], [0], tmp_path / "out", dataset=rule_run_data, pretrained={"tiny GPT-2": str(local)},
+                           train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
+    run = json.loads((tmp_path / "out" / "tiny-gpt-2" / "seed0.json").read_text())
+    assert run["backbone"] == str(local) and run["backbone_seconds"] == 0.0
+    assert run["backbone_params"] == json.loads((local / "offline_backbone.json").read_text())["n_params"]
+    assert list(runs["size"]) == ["tiny GPT-2"] and runs["test_ndcg@10"].between(0, 1).all()
+    with pytest.raises(KeyError, match="gpt2-large"): run_model_sizes(["gpt2-large"], [0], tmp_path / "out")
