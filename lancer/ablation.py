@@ -35,6 +35,9 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "item tokens + MiniLM item vectors, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {}),
     "item tokens, knowledge-LM item vectors, no label smoothing (paper's encoder)": (
         "item-tokens", {"item_encoder": "knowledge", "label_smoothing": 0.0}, {}),
+    "item tokens, knowledge-LM item vectors, published item representation (defect 1), no label smoothing": (
+        "item-tokens", {"item_encoder": "knowledge", "item_repr": "published", "label_smoothing": 0.0}, {}),
+    "item tokens, one training window per user (published)": ("item-tokens", {}, {"all_positions": False}),
     "item tokens, w/o stage 1, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {"epochs_stage1": 0}),
     "item tokens + MiniLM item vectors, label smoothing 0.2": ("item-tokens", {"label_smoothing": 0.2}, {}),
     "item tokens + MiniLM item vectors, MiniLM-initialised item tokens": ("item-tokens", {"item_token_init": "minilm"}, {}),
