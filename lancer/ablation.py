@@ -23,10 +23,12 @@ from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES', 'slug',
-           'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
-           'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths', 'history_length_table',
-           'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table', 'mapping_precision_table']
+__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES',
+           'TEMPLATE_PERTURBATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table',
+           'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
+           'history_length_table', 'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
+           'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
+           'mapping_precision_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -316,6 +318,63 @@ def model_size_table(runs: pd.DataFrame) -> pd.DataFrame:
         mean, std = g[metric].mean(), g[metric].std(ddof=1)
         table[metric] = [f"{m:.4f}" + ("" if np.isnan(s) else f" ± {s:.4f}") for m, s in zip(mean, std)]
     return table
+
+# %% ../nbs/14_ablation.ipynb #75611043
+TEMPLATE_PERTURBATIONS: dict[str, dict] = {     # name: TextTemplate changes at test time (ML-100K's fields)
+    "as trained": {},
+    "another opener": {"opener": "Movies this person saw, oldest first : "},
+    "separator ' ; '": {"separator": " ; "},
+    "display fields swapped": {"display": "{title} : {genres}"},
+}
+
+def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/template-robustness",
+                            dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
+                            perturbations: dict[str, dict] | None = None, train_changes: dict | None = None,
+                            backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
+    """Train the main job with each seed (runs on disk are skipped) and test its checkpoint under each template
+    perturbation (`TEMPLATE_PERTURBATIONS` by default); one JSON per seed in `output_dir`. Returns
+    `load_template_robustness(output_dir)`."""
+    from lancer.model import load_model
+    from lancer.pipeline import prepare_data
+    from lancer.training import evaluate_examples
+    perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
+    out = Path(output_dir)
+    for seed in seeds:
+        path = out / f"seed{seed}.json"
+        if path.exists(): continue
+        config, train_config = row_configs(MAIN_ROW, seed)
+        train_config = replace(train_config, **(train_changes or {}))
+        ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+        with tempfile.TemporaryDirectory() as run_dir:
+            summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                                   backbone_config=backbone_config)
+            trained = load_model(Path(run_dir) / "best", ds.items).texts.template
+            test = {name: evaluate_examples(load_model(Path(run_dir) / "best", ds.items, template=replace(trained, **change)),
+                                            split.test, train_config)
+                    for name, change in perturbations.items()}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed, "test": test, "trained_test": summary["lancer"],
+                                    "perturbations": perturbations, "wall_time_s": summary["total_wall_time_s"],
+                                    "command": f"lancer template-robustness --seeds {seed}"}, indent=2))
+    return load_template_robustness(out)
+
+def load_template_robustness(output_dir: str | Path = "results/template-robustness") -> pd.DataFrame:
+    "One line per (seed, perturbation): its test metrics."
+    lines = [{"seed": run["seed"], "template": name, **{f"test_{k}": v for k, v in metrics.items()}}
+             for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
+             for name, metrics in run["test"].items()]
+    if not lines: raise FileNotFoundError(f"no template-robustness results (seed*.json) under {output_dir}")
+    return pd.DataFrame(lines)
+
+def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataFrame:
+    "Per perturbation: mean ± std of `metric` over seeds, and its mean change from the trained template, seed by seed."
+    wide = runs.pivot(index="seed", columns="template", values=metric)
+    base = wide["as trained"] if "as trained" in wide else wide.iloc[:, 0]
+    names = list(dict.fromkeys(runs["template"]))
+    spread = lambda n: f" ± {wide[n].std(ddof=1):.4f}" if len(wide) > 1 else ""
+    return pd.DataFrame({metric: [f"{wide[n].mean():.4f}{spread(n)}" for n in names],
+                         "change": [(wide[n] - base).mean() for n in names],
+                         "seeds lower": [int((wide[n] < base).sum()) for n in names]}, index=pd.Index(names, name="template"))
 
 # %% ../nbs/14_ablation.ipynb #8b604f86
 def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,

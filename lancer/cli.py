@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="results/history-lengths")
     p.add_argument("--row", default=None, help="the LANCER row of lancer.ablation.ABLATIONS (default: the main job's)")
     p.add_argument("--dataset", default="ml-100k")
+    p = sub.add_parser("template-robustness", help="the main job tested with perturbed prompt templates (notebook 14)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--output-dir", default="results/template-robustness")
+    p.add_argument("--dataset", default="ml-100k")
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
@@ -197,6 +201,10 @@ def run(args) -> int:
         from lancer.ablation import MAIN_ROW, history_length_table, run_history_lengths
         runs = run_history_lengths(args.seeds, args.output_dir, args.row or MAIN_ROW, args.dataset)
         print(history_length_table(runs).to_string())
+    elif args.command == "template-robustness":
+        from lancer.ablation import run_template_robustness, template_robustness_table
+        runs = run_template_robustness(args.seeds, args.output_dir, args.dataset)
+        print(template_robustness_table(runs).to_string())
     elif args.command == "bench":
         from lancer.bench import BenchConfig, bench_table, run_bench
         cfg = _override(BenchConfig(), scaling=False if args.no_scaling else None, naive_sequences=args.naive_sequences)

@@ -445,8 +445,10 @@ def save_model(model: LancerModel, path: str | Path, extra: dict | None = None) 
     (path / "lancer.json").write_text(json.dumps(meta, indent=2))
     return path
 
-def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None) -> LancerModel:
-    "Load a checkpoint written by `save_model` for the catalogue `items` (the same one it was trained on)."
+def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
+               template: TextTemplate | None = None) -> LancerModel:
+    """Load a checkpoint written by `save_model` for the catalogue `items` (the same one it was trained on). `template`
+    replaces the text template it was trained with (to measure how much the prompt's wording matters)."""
     path = Path(path)
     if not (path / "lancer.json").exists():
         raise FileNotFoundError(f"{path} is not a lancer checkpoint (no lancer.json in it)")
@@ -455,7 +457,7 @@ def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None)
     lm = AutoModelForCausalLM.from_pretrained(path / "lm")
     knowledge_lm = AutoModelForCausalLM.from_pretrained(path / "knowledge_lm")
     config = LancerConfig(**meta["config"])
-    template = TextTemplate(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["template"].items()})
+    template = template or TextTemplate(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["template"].items()})
     texts = ItemTexts(items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
     state = load_file(path / "prompts.safetensors")

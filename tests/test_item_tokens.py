@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from lancer.ablation import (MAIN_ROW, ablation_table, history_length_table, model_size_table, slug, load_ablation,
-                             run_ablation, run_history_lengths, run_model_sizes)
+                             run_ablation, run_history_lengths, run_model_sizes, run_template_robustness,
+                             template_robustness_table)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
@@ -213,3 +214,16 @@ def test_run_model_sizes_on_a_pretrained_backbone(tmp_path, rule_run_data):
     assert run["backbone_params"] == json.loads((local / "offline_backbone.json").read_text())["n_params"]
     assert list(runs["size"]) == ["tiny GPT-2"] and runs["test_ndcg@10"].between(0, 1).all()
     with pytest.raises(KeyError, match="gpt2-large"): run_model_sizes(["gpt2-large"], [0], tmp_path / "out")
+
+
+def test_run_template_robustness_writes_and_reads(tmp_path, rule_run_data):
+    "The trained template reproduces the run's own test metrics; each perturbation is evaluated and tabulated per seed."
+    perturbations = {"as trained": {}, "separator ' ; '": {"separator": " ; "}}
+    runs = run_template_robustness([0], tmp_path, dataset=rule_run_data, perturbations=perturbations, backbone_config=TINY,
+                                   train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
+    run = json.loads((tmp_path / "seed0.json").read_text())
+    assert run["test"]["as trained"] == pytest.approx(run["trained_test"])     # reloading changes nothing
+    assert set(run["test"]) == set(perturbations) and run["command"] == "lancer template-robustness --seeds 0"
+    table = template_robustness_table(runs)
+    assert list(table.index) == list(perturbations) and table.loc["as trained", "change"] == 0.0
+    assert runs["test_ndcg@10"].between(0, 1).all()
