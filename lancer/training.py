@@ -145,12 +145,12 @@ def cached_inputs(batch: dict, table: torch.Tensor, k: int, generator: torch.Gen
 
 # %% ../nbs/10_training.ipynb #2618577d
 def weight_average(model: LancerModel, decay: float) -> AveragedModel:
-    "A moving average of `model`'s weights with warmed-up `decay` (update it with `.update_parameters(model)`)."
+    "A bias-corrected exponential moving average of `model`'s weights (update it with `.update_parameters(model)`)."
     if not 0.0 < decay < 1.0: raise ValueError(f"ema_decay must be in (0, 1), got {decay}")
     @torch.no_grad()
     def update(averages: list[torch.Tensor], current: list[torch.Tensor], n: torch.Tensor | int):
-        beta = min(decay, (1 + int(n)) / (10 + int(n)))
-        torch._foreach_lerp_(averages, current, 1.0 - beta)
+        t = int(n) + 1                                          # this update's number; the first one (a copy) is t = 1
+        torch._foreach_lerp_(averages, current, (1.0 - decay) / (1.0 - decay ** t))
     return AveragedModel(model, multi_avg_fn=update)
 
 def _average_tensors(average: AveragedModel) -> dict[str, torch.Tensor]:
