@@ -23,7 +23,7 @@ from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES',
+__all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES',
            'TEMPLATE_PERTURBATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table',
            'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
            'history_length_table', 'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
@@ -56,7 +56,9 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
         "item-tokens", {"loss_on": "target"}, {"window_stride": 1, "epochs_stage1": 1, "epochs_stage2": 3}),
     "text, constrained beams (paper's model)": ("text", {}, {}),
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
+    "item tokens, published protocol (checkpoint selected on test, defect 4)": ("item-tokens", {}, {}),
 }
+ROW_PROTOCOLS: dict[str, str] = {"item tokens, published protocol (checkpoint selected on test, defect 4)": "published"}
 
 MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing (main job)"                 # the main job's configuration
 BASELINE_NAMES = {"pop": "Pop", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}   # model key in results -> row
@@ -101,7 +103,8 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
             train_config = replace(train_config, **(train_changes or {}))
             with tempfile.TemporaryDirectory() as run_dir:
                 summary = train_lancer(dataset, run_dir, data_dir=data_dir, config=config, train_config=train_config,
-                                       backbone_config=backbone_config, min_interactions=min_interactions)
+                                       backbone_config=backbone_config, min_interactions=min_interactions,
+                                       protocol=ROW_PROTOCOLS.get(row, "default"))
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(_trimmed(summary) | {"row": row, "seed": seed,
                                        "command": f"lancer ablation --rows {row!r} --seeds {seed}"}, indent=2))

