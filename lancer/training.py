@@ -159,6 +159,7 @@ def _average_tensors(average: AveragedModel) -> dict[str, torch.Tensor]:
     return tensors | {"n_averaged": average.n_averaged.detach().cpu()}
 
 def _load_average(average: AveragedModel, tensors: dict[str, torch.Tensor]):
+    "Restore a weight average written by `_average_tensors` (on resume)."
     with torch.no_grad():
         for k, p in average.module.named_parameters(): p.copy_(tensors[k])
         average.n_averaged.copy_(tensors["n_averaged"])
