@@ -274,18 +274,20 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
     for size in sizes:
         backbone_change, train_change = MODEL_SIZES.get(size, ({}, {}))
         backbone_config = OfflineBackboneConfig(**{**backbone_change, **(backbone_changes or {})})
+        source = None                             # (backbone, build seconds, parameters), once per size, when a run needs it
         for seed in seeds:
             path = out / slug(size) / f"seed{seed}.json"
             if path.exists(): continue
             config, train_config = row_configs(MAIN_ROW, seed)
             train_config = replace(train_config, **{**train_change, **(train_changes or {})})
             ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
-            if size in pretrained:
-                backbone, seconds, params = pretrained[size], 0.0, load_backbone(pretrained[size])[0].num_parameters()
-            else:
-                built = offline_backbone_path(ds, template_for(ds.name), backbone_config, split=split)  # once per size
+            if source is None and size in pretrained:
+                source = pretrained[size], 0.0, load_backbone(pretrained[size])[0].num_parameters()
+            elif source is None:
+                built = offline_backbone_path(ds, template_for(ds.name), backbone_config, split=split)  # built once
                 meta = json.loads((built / "offline_backbone.json").read_text())
-                backbone, seconds, params = "offline", meta["seconds"], meta["n_params"]
+                source = "offline", meta["seconds"], meta["n_params"]
+            backbone, seconds, params = source
             with tempfile.TemporaryDirectory() as run_dir:
                 summary = train_lancer(ds, run_dir, backbone=backbone, data_dir=data_dir, config=config,
                                        train_config=train_config, backbone_config=backbone_config)
@@ -351,9 +353,10 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
         with tempfile.TemporaryDirectory() as run_dir:
             summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
                                    backbone_config=backbone_config)
-            trained = load_model(Path(run_dir) / "best", ds.items).texts.template
-            test = {name: evaluate_examples(load_model(Path(run_dir) / "best", ds.items, template=replace(trained, **change)),
-                                            split.test, train_config)
+            best = Path(run_dir) / "best"
+            trained = load_model(best, ds.items)                        # with the template it was trained with
+            test = {name: evaluate_examples(load_model(best, ds.items, template=replace(trained.texts.template, **change))
+                                            if change else trained, split.test, train_config)
                     for name, change in perturbations.items()}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"seed": seed, "test": test, "trained_test": summary["lancer"],
