@@ -18,17 +18,20 @@ import pandas as pd
 
 from .backbone import OfflineBackboneConfig
 from .data import SeqDataset
+from .mapping import EmbeddingMapper, rank_items
 from .metrics import evaluate
+from .model import LancerModel, display_mapper, recommend
 from .pipeline import preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES',
-           'TEMPLATE_PERTURBATIONS', 'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table',
-           'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
-           'history_length_table', 'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
-           'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
-           'mapping_precision_table']
+           'TEMPLATE_PERTURBATIONS', 'DECODING_ROW', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
+           'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths',
+           'load_history_lengths', 'history_length_table', 'plot_history_lengths', 'run_model_sizes',
+           'load_model_sizes', 'model_size_table', 'run_template_robustness', 'load_template_robustness',
+           'template_robustness_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
+           'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -48,6 +51,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "item tokens + MiniLM item vectors + label smoothing, weight decay 0.1": ("item-tokens", {}, {"weight_decay": 0.1}),
     "item tokens + MiniLM item vectors + label smoothing, weight average (EMA 0.995)": ("item-tokens", {}, {"ema_decay": 0.995}),
     "item tokens + MiniLM item vectors + label smoothing, weight average (EMA 0.998)": ("item-tokens", {}, {"ema_decay": 0.998}),
+    "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 5)": (
+        "item-tokens", {}, {"window_stride": 5}),
     "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
         "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
     "item tokens, w/o reasoning prompt (knowledge prompt as a static prefix)": ("item-tokens", {"reasoning_prompt": False}, {}),
@@ -409,3 +414,106 @@ def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = Non
                                             "command": f"python -c \"from lancer.ablation import mapping_precision_table; "
                                                        f"mapping_precision_table('{dataset}', output='{output}')\""}, indent=2))
     return table
+
+# %% ../nbs/14_ablation.ipynb #0b6f8e30
+DECODING_ROW = "text, constrained beams (paper's model)"          # the text model whose decodings are compared
+
+def text_mappers(model: LancerModel) -> dict[str, EmbeddingMapper]:
+    "The four text-to-item mappers of notebook 09 over `model`'s catalogue display strings."
+    from lancer.mapping import hidden_state_encoder, sentence_encoder
+    display = model.texts.display
+    return {"published: max-pooled word embeddings": display_mapper(model, "max"),
+            "mean-pooled word embeddings": display_mapper(model, "mean"),
+            "LM final hidden state (mean)": EmbeddingMapper(hidden_state_encoder(model.lm, model.tokenizer), display),
+            "all-MiniLM-L6-v2 (pretrained)": EmbeddingMapper(sentence_encoder(), display)}
+
+def _distinct_items(beams: list[list[str]], mapper: EmbeddingMapper) -> float:
+    "Mean number of distinct items that each user's beams map to."
+    return float(np.mean([len(set(mapper.map(b)[0].tolist())) for b in beams]))
+
+def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams: int = 10, batch_size: int = 32,
+                      mappers: dict[str, EmbeddingMapper] | None = None, progress: bool = True) -> dict[str, dict]:
+    """Metrics of a text model's top-10 for `examples` under each decoding: constrained beams, free beams mapped by each
+    of `mappers` (`text_mappers(model)` by default; the beams are generated once), greedy. Each entry also has
+    `generate_s`, `map_s` (seconds) and `distinct_items` (per user, among the beams' mapped items)."""
+    if model.config.item_tokens != "none":
+        raise ValueError("compare_decodings needs a text model (item_tokens='none'); item-token models rank the "
+                         "catalogue by their softmax and have no decoding to compare")
+    histories, targets = [ex.history for ex in examples], [ex.target for ex in examples]
+    mappers = text_mappers(model) if mappers is None else mappers
+    published = next(iter(mappers.values()))
+    generated = {}
+    for decoding in ("constrained", "free", "greedy"):
+        t0 = time.time()
+        _, beams = recommend(model, histories, num_beams=num_beams, decoding=decoding, mapper=published,
+                             batch_size=batch_size, progress=progress)
+        generated[decoding] = (beams, time.time() - t0)
+    runs = [("constrained beams", "constrained", published)]
+    runs += [(f"free beams + {name}", "free", mapper) for name, mapper in mappers.items()]
+    runs += [(f"greedy + {next(iter(mappers))}", "greedy", published)]
+    results = {}
+    for name, decoding, mapper in runs:
+        beams, generate_s = generated[decoding]
+        t0 = time.time()
+        ranked = rank_items(beams, mapper, k=10)
+        results[name] = evaluate(ranked, targets) | {"generate_s": round(generate_s, 1), "map_s": round(time.time() - t0, 1),
+                                                     "distinct_items": _distinct_items(beams, mapper)}
+    return results
+
+def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/decoding",
+                            dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
+                            checkpoints: dict[int, str | Path] | None = None, train_changes: dict | None = None,
+                            backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
+    """Train `DECODING_ROW` with each seed (runs on disk are skipped) and `compare_decodings` on its test split; one JSON
+    per seed in `output_dir`. `checkpoints` maps a seed to an already trained checkpoint of that row and seed (its
+    configuration is checked) to use instead of training. Returns `load_decoding_comparison(output_dir)`."""
+    from lancer.model import load_model
+    from lancer.pipeline import prepare_data
+    out = Path(output_dir)
+    for seed in seeds:
+        path = out / f"seed{seed}.json"
+        if path.exists(): continue
+        config, train_config = row_configs(DECODING_ROW, seed)
+        train_config = replace(train_config, **(train_changes or {}))
+        ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+        with tempfile.TemporaryDirectory() as run_dir:
+            t0, source = time.time(), (checkpoints or {}).get(seed)
+            if source is None:
+                train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                             backbone_config=backbone_config)
+                source = Path(run_dir) / "best"
+            model = load_model(source, ds.items)
+            if model.config != config:
+                raise ValueError(f"checkpoint {source} was not trained with {DECODING_ROW!r}'s configuration: "
+                                 f"{model.config} != {config}")
+            train_s = time.time() - t0                                 # training (or loading) and the checks
+            test = compare_decodings(model, split.test, train_config.num_beams, train_config.eval_batch_size,
+                                     progress=train_config.progress)
+        reused = seed in (checkpoints or {})
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"seed": seed, "row": DECODING_ROW, "test": test, "train_s": round(train_s, 1),
+                                    "checkpoint": str(source) if reused else None,
+                                    "command": f"lancer decoding --seeds {seed}" + (f" --checkpoint {seed}={source}"
+                                                                                    if reused else "")}, indent=2))
+    return load_decoding_comparison(out)
+
+def load_decoding_comparison(output_dir: str | Path = "results/decoding") -> pd.DataFrame:
+    "One line per (seed, decoding): its test metrics, seconds and distinct items per user."
+    lines = [{"seed": run["seed"], "decoding": name, **{(k if k.endswith(("_s", "items")) else f"test_{k}"): v
+                                                        for k, v in metrics.items()}}
+             for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
+             for name, metrics in run["test"].items()]
+    if not lines: raise FileNotFoundError(f"no decoding-comparison results (seed*.json) under {output_dir}")
+    return pd.DataFrame(lines)
+
+def decoding_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataFrame:
+    "Per decoding: mean ± std of `metric` and Recall@10 over seeds, distinct items per user, seconds (means)."
+    names = list(dict.fromkeys(runs["decoding"]))
+    g = runs.groupby("decoding")
+    spread = lambda s: f" ± {s.std(ddof=1):.4f}" if len(s) > 1 else ""
+    cell = lambda n, m: f"{g.get_group(n)[m].mean():.4f}{spread(g.get_group(n)[m])}"
+    return pd.DataFrame({metric: [cell(n, metric) for n in names], "test_recall@10": [cell(n, "test_recall@10") for n in names],
+                         "distinct items / 10": [g.get_group(n)["distinct_items"].mean() for n in names],
+                         "generate s": [g.get_group(n)["generate_s"].mean() for n in names],
+                         "map s": [g.get_group(n)["map_s"].mean() for n in names],
+                         "seeds": [len(g.get_group(n)) for n in names]}, index=pd.Index(names, name="decoding"))

@@ -118,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--output-dir", default="results/template-robustness")
     p.add_argument("--dataset", default="ml-100k")
+    p = sub.add_parser("decoding", help="the paper's text model ranked by every decoding and mapper (notebook 14)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--output-dir", default="results/decoding")
+    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--checkpoint", nargs="+", default=[], metavar="SEED=PATH",
+                   help="use this trained checkpoint of the text row for SEED instead of training it")
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
@@ -153,6 +159,16 @@ def _configs(args) -> tuple:
 def _rows_table(rows: list[dict]) -> str:
     import pandas as pd
     return pd.DataFrame(rows).to_string(index=False)
+
+def _seed_paths(pairs: list[str]) -> dict[int, str]:
+    "`['0=runs/a', '1=runs/b']` -> `{0: 'runs/a', 1: 'runs/b'}`."
+    out = {}
+    for pair in pairs:
+        seed, sep, path = pair.partition("=")
+        if not sep or not seed.strip().isdigit() or not path:
+            raise ValueError(f"--checkpoint takes SEED=PATH (e.g. 0=runs/text/best), got {pair!r}")
+        out[int(seed)] = path
+    return out
 
 def _print_metrics(metrics: dict):
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -205,6 +221,10 @@ def run(args) -> int:
         from lancer.ablation import run_template_robustness, template_robustness_table
         runs = run_template_robustness(args.seeds, args.output_dir, args.dataset)
         print(template_robustness_table(runs).to_string())
+    elif args.command == "decoding":
+        from lancer.ablation import decoding_table, run_decoding_comparison
+        runs = run_decoding_comparison(args.seeds, args.output_dir, args.dataset, checkpoints=_seed_paths(args.checkpoint))
+        print(decoding_table(runs).to_string())
     elif args.command == "bench":
         from lancer.bench import BenchConfig, bench_table, run_bench
         cfg = _override(BenchConfig(), scaling=False if args.no_scaling else None, naive_sequences=args.naive_sequences)
