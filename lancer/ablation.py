@@ -55,6 +55,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
         "item-tokens", {}, {"window_stride": 5}),
     "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
         "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
+    "item tokens, reasoning keys/values shared with the knowledge prompt (published, defect 2)": (
+        "item-tokens", {"shared_kv": True}, {}),
     "item tokens, w/o reasoning prompt (knowledge prompt as a static prefix)": ("item-tokens", {"reasoning_prompt": False}, {}),
     "item tokens, w/o knowledge loss (lambda = 0)": ("item-tokens", {"knowledge_weight": 0.0}, {}),
     "item tokens, next item only (one label per window)": (

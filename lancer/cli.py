@@ -61,6 +61,8 @@ def _add_training(p: argparse.ArgumentParser):
     m.add_argument("--lm-dropout", type=float, default=None, help="dropout inside the generating LM (default: the backbone's)")
     m.add_argument("--no-reasoning-prompt", action="store_true",
                    help="ablation: the LM reads the knowledge prompt itself instead of the per-user reasoning prompt")
+    m.add_argument("--shared-kv", action="store_true",
+                   help="the reasoning attention's keys/values are the knowledge prompt's vectors themselves (published, defect 2)")
     m.add_argument("--protocol", choices=["default", "published"], default="default")
     b = p.add_argument_group("offline backbone")
     b.add_argument("--n-layer", type=int, default=None)
@@ -142,7 +144,7 @@ def _configs(args) -> tuple:
     config = _override(base_config, max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr,
                        loss_on=args.loss_on, item_tokens=args.item_tokens, item_encoder=args.item_encoder,
                        label_smoothing=args.label_smoothing, lm_dropout=args.lm_dropout,
-                       reasoning_prompt=False if args.no_reasoning_prompt else None)
+                       reasoning_prompt=False if args.no_reasoning_prompt else None, shared_kv=True if args.shared_kv else None)
     train_config = _override(base_train, epochs_stage1=args.epochs_stage1, epochs_stage2=args.epochs_stage2,
                              batch_size=args.batch_size, lr_stage2=args.lr, lr_stage1=args.lr_stage1,
                              grad_accum=args.grad_accum, mixed_precision=args.mixed_precision,

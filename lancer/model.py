@@ -53,6 +53,8 @@ class LancerConfig:
                                       #   the items' all-MiniLM-L6-v2 vectors reduced to the LM width (PCA)
     reasoning_prompt: bool = True     # False (ablation): the generating LM reads the knowledge prompt itself, the same
                                       #   prefix for every user, instead of the per-user reasoning prompt
+    shared_kv: bool = False           # True: the reasoning attention's keys/values are the knowledge prompt's vectors
+                                      #   themselves, no projections of their own (published, defect 2)
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
@@ -253,7 +255,8 @@ class LancerModel(nn.Module):
         if config.item_encoder == "minilm":                                   # [n_items, 384], frozen, not saved
             from lancer.mapping import sentence_encoder
             sentence_reps = sentence_encoder()(texts.display)
-        self.reasoning = ReasoningAttention(lm.config, ReasoningConfig(n_head=config.attn_heads, dropout=config.prompt_dropout),
+        self.reasoning = ReasoningAttention(lm.config, ReasoningConfig(n_head=config.attn_heads, dropout=config.prompt_dropout,
+                                                                       shared_kv=config.shared_kv),
                                             d_item=None if sentence_reps is None else sentence_reps.shape[1],
                                             d_knowledge=self.knowledge_prompt.d_mlp)
         self.register_buffer("sentence_reps", sentence_reps, persistent=False)

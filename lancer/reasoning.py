@@ -22,6 +22,8 @@ class ReasoningConfig:
     d_attn: int|None = None      # d_r, inner width of the attention; None = the LM's n_embd
     n_head: int|None = None      # attention heads; None = the LM's n_head
     dropout: float = 0.2         # on the generated keys/values
+    shared_kv: bool = False      # True: keys and values are the knowledge prompt's vectors themselves, with no
+                                 #   projections of their own (the published code's sharing, defect 2)
 
 # %% ../nbs/06_reasoning.ipynb #cb7ceb0a
 class ReasoningAttention(nn.Module):
@@ -36,9 +38,12 @@ class ReasoningAttention(nn.Module):
         self.n_head = cfg.n_head or lm_config.num_attention_heads
         if self.d_attn % self.n_head:
             raise ValueError(f"ReasoningConfig: d_attn={self.d_attn} is not divisible by n_head={self.n_head}.")
+        if cfg.shared_kv and (d_knowledge or d) != self.d_attn:
+            raise ValueError(f"ReasoningConfig(shared_kv=True) needs d_attn ({self.d_attn}) equal to the knowledge "
+                             f"prompt's width ({d_knowledge or d}): the knowledge vectors are the keys and values")
         self.w_q = nn.Linear(d_item or d, self.d_attn)
-        self.w_k = nn.Linear(d_knowledge or d, self.d_attn)
-        self.w_v = nn.Linear(d_knowledge or d, self.d_attn)
+        self.w_k = nn.Identity() if cfg.shared_kv else nn.Linear(d_knowledge or d, self.d_attn)
+        self.w_v = nn.Identity() if cfg.shared_kv else nn.Linear(d_knowledge or d, self.d_attn)
         self.w_o = nn.Linear(self.d_attn, self.n_layer * 2 * self.n_kv_head * self.head_dim)
         self.dropout = nn.Dropout(cfg.dropout)
         self.attn_weights: Tensor|None = None   # [B, n_head, H, P] of the last call (for heatmaps)

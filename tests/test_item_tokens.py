@@ -164,6 +164,18 @@ def test_without_reasoning_prompt_trains_and_ranks(tmp_path):
     assert loaded.config.reasoning_prompt is False
 
 
+def test_shared_reasoning_keys_values_train_and_round_trip(tmp_path):
+    "shared_kv=True (published, defect 2): no key/value projections of its own; it learns the rule and reloads the same."
+    ds, split, model, summary = train_on_rule(tmp_path / "cache", tmp_path / "run", shared_kv=True)
+    assert summary["lancer"]["recall@5"] >= 0.9, summary["lancer"]
+    assert not any(n.startswith(("reasoning.w_k", "reasoning.w_v")) for n, _ in model.named_parameters())
+    save_model(model, tmp_path / "ckpt")
+    loaded = load_model(tmp_path / "ckpt", ds.items)
+    histories = [ex.history for ex in split.test[:8]]
+    assert loaded.config.shared_kv is True
+    assert recommend(loaded, histories, k=3, progress=False)[0] == recommend(model.eval(), histories, k=3, progress=False)[0]
+
+
 def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
     "item_token_init='minilm' sets the new rows once; loading a checkpoint keeps the saved rows instead of re-initialising."
     ds = rule_dataset(n_users=20)
