@@ -436,8 +436,9 @@ def _distinct_items(beams: list[list[str]], mapper: EmbeddingMapper) -> float:
 def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams: int = 10, batch_size: int = 32,
                       mappers: dict[str, EmbeddingMapper] | None = None, progress: bool = True) -> dict[str, dict]:
     """Metrics of a text model's top-10 for `examples` under each decoding: constrained beams, free beams mapped by each
-    of `mappers` (`text_mappers(model)` by default; the beams are generated once), greedy. Each entry also has
-    `generate_s`, `map_s` (seconds) and `distinct_items` (per user, among the beams' mapped items)."""
+    of `mappers` (`text_mappers(model)` by default; the beams are generated once), greedy. Constrained and greedy lists
+    use the first mapper (the published one by default). Each entry also has `generate_s`, `map_s` (seconds) and
+    `distinct_items` (per user, among the beams' mapped items)."""
     if model.config.item_tokens != "none":
         raise ValueError("compare_decodings needs a text model (item_tokens='none'); item-token models rank the "
                          "catalogue by their softmax and have no decoding to compare")
