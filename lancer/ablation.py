@@ -21,7 +21,7 @@ from .data import SeqDataset
 from .mapping import EmbeddingMapper, rank_items
 from .metrics import evaluate
 from .model import LancerModel, display_mapper, recommend
-from .pipeline import preset, train_lancer
+from .pipeline import prepare_data, preset, train_lancer
 from .protocol import Example
 
 # %% auto #0
@@ -185,6 +185,17 @@ def truncated_history_metrics(rank: Callable[[list[list[int]]], list[list[int]]]
     targets = [int(e.target) for e in examples]
     return {L: evaluate(rank([[int(i) for i in e.history[-L:]] for e in examples]), targets) for L in lengths}
 
+def _seeds_to_run(row: str, seeds: Sequence[int], out: Path, dataset: str | SeqDataset, data_dir: str | None,
+                   train_changes: dict | None, min_interactions: int = 5):
+    """For each seed without a result file `out/seed<k>.json`: `(seed, that path, dataset, split, LancerConfig,
+    TrainConfig)` of `row`, with `train_changes` applied."""
+    for seed in seeds:
+        path = out / f"seed{seed}.json"
+        if path.exists(): continue
+        config, train_config = row_configs(row, seed)
+        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history)
+        yield seed, path, ds, split, config, replace(train_config, **(train_changes or {}))
+
 def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/history-lengths",
                         row: str = MAIN_ROW, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                         lengths: Sequence[int] = HISTORY_LENGTHS, train_changes: dict | None = None,
@@ -195,16 +206,11 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
     `train_changes`/`baseline_train` change LANCER's/SASRec's training configuration (for quick tests)."""
     from lancer.baselines import TrainConfig as BaselineTrainConfig, score_all_items, train_baseline
     from lancer.metrics import topk_from_scores
-    from lancer.model import load_model, recommend
-    from lancer.pipeline import prepare_data
+    from lancer.model import load_model
     out = Path(output_dir)
-    for seed in seeds:
-        path = out / f"seed{seed}.json"
-        if path.exists(): continue
+    for seed, path, ds, split, config, train_config in _seeds_to_run(row, seeds, out, dataset, data_dir, train_changes,
+                                                                      min_interactions):
         t0 = time.time()
-        config, train_config = row_configs(row, seed)
-        train_config = replace(train_config, **(train_changes or {}))
-        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history)
         with tempfile.TemporaryDirectory() as run_dir:
             train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
                          backbone_config=backbone_config, min_interactions=min_interactions)
@@ -347,16 +353,10 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
     perturbation (`TEMPLATE_PERTURBATIONS` by default); one JSON per seed in `output_dir`. Returns
     `load_template_robustness(output_dir)`."""
     from lancer.model import load_model
-    from lancer.pipeline import prepare_data
     from lancer.training import evaluate_examples
     perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
     out = Path(output_dir)
-    for seed in seeds:
-        path = out / f"seed{seed}.json"
-        if path.exists(): continue
-        config, train_config = row_configs(MAIN_ROW, seed)
-        train_config = replace(train_config, **(train_changes or {}))
-        ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+    for seed, path, ds, split, config, train_config in _seeds_to_run(MAIN_ROW, seeds, out, dataset, data_dir, train_changes):
         with tempfile.TemporaryDirectory() as run_dir:
             summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
                                    backbone_config=backbone_config)
@@ -471,14 +471,9 @@ def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
     per seed in `output_dir`. `checkpoints` maps a seed to an already trained checkpoint of that row and seed (its
     configuration is checked) to use instead of training. Returns `load_decoding_comparison(output_dir)`."""
     from lancer.model import load_model
-    from lancer.pipeline import prepare_data
     out = Path(output_dir)
-    for seed in seeds:
-        path = out / f"seed{seed}.json"
-        if path.exists(): continue
-        config, train_config = row_configs(DECODING_ROW, seed)
-        train_config = replace(train_config, **(train_changes or {}))
-        ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+    for seed, path, ds, split, config, train_config in _seeds_to_run(DECODING_ROW, seeds, out, dataset, data_dir,
+                                                                      train_changes):
         with tempfile.TemporaryDirectory() as run_dir:
             t0, source = time.time(), (checkpoints or {}).get(seed)
             if source is None:
