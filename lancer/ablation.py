@@ -63,6 +63,7 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
         "item-tokens", {"loss_on": "target"}, {"window_stride": 1, "epochs_stage1": 1, "epochs_stage2": 3}),
     "text, constrained beams (paper's model)": ("text", {}, {}),
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
+    "text, cached item representations (refreshed every 50 steps)": ("text", {}, {"item_reps": "cached"}),
     "item tokens, published protocol (checkpoint selected on test, defect 4)": ("item-tokens", {}, {}),
 }
 ROW_PROTOCOLS: dict[str, str] = {"item tokens, published protocol (checkpoint selected on test, defect 4)": "published"}

@@ -33,8 +33,8 @@ from . import __version__
 from .protocol import Example, leave_one_out, template_for, training_examples
 
 # %% auto #0
-__all__ = ['naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch', 'naive_recommend', 'bench_model',
-           'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training', 'time_epoch', 'scaling_table',
+__all__ = ['QUALITY_RUNS', 'naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch', 'naive_recommend',
+           'bench_model', 'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training', 'time_epoch', 'scaling_table',
            'training_quality', 'run_bench', 'bench_table']
 
 # %% ../nbs/13_bench.ipynb #c832ce9f
@@ -232,22 +232,28 @@ def scaling_table(model: LancerModel, ds: SeqDataset, batch_size: int = 16, seed
     return pd.DataFrame(rows).sort_values(["history_cap", "users"]).reset_index(drop=True)
 
 # %% ../nbs/13_bench.ipynb #d7ff35e2
-def training_quality(results_dir: str | Path | None = "results/main-ml-100k-text") -> dict:
-    """Validation and test NDCG@10 of the exact and the cached training runs on ML-100K, read from their `metrics.json`
-    copies (`lancer_run.json`: the main job; `lancer_cached_item_reps_run.json`: the same with `item_reps="cached"`)."""
+QUALITY_RUNS = {"exact": "text-constrained-beams-paper-s-model",                       # folders of lancer.ablation rows:
+                "cached": "text-cached-item-representations-refreshed-every-50-steps"}  # the text preset, exact / cached
+
+def training_quality(results_dir: str | Path | None = "results/ablation") -> dict:
+    """Best validation and test NDCG@10 (mean, std and per seed) of the text preset trained with exact and with cached
+    item representations on ML-100K, read from the ablation rows' result files (`QUALITY_RUNS`) under `results_dir`."""
     out = {}
     if results_dir is None: return out
-    for mode, name in (("exact", "lancer_run.json"), ("cached", "lancer_cached_item_reps_run.json")):
-        path = Path(results_dir) / name
-        if path.exists():
-            run = json.loads(path.read_text())
-            out[mode] = {"file": str(name), "best_valid_ndcg@10": run["best_valid_ndcg@10"],
-                         "test_ndcg@10": run["lancer"]["ndcg@10"]}
+    for mode, folder in QUALITY_RUNS.items():
+        runs = [json.loads(p.read_text()) for p in sorted((Path(results_dir) / folder).glob("seed*.json"))]
+        if not runs: continue
+        valid = np.array([r["best_valid_ndcg@10"] for r in runs])
+        test = np.array([r["lancer"]["ndcg@10"] for r in runs])
+        spread = lambda x: float(x.std(ddof=1)) if len(x) > 1 else 0.0
+        out[mode] = {"folder": folder, "seeds": [r["seed"] for r in runs],
+                     "best_valid_ndcg@10": float(valid.mean()), "best_valid_std": spread(valid),
+                     "test_ndcg@10": float(test.mean()), "test_std": spread(test)}
     return out
 
 def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench/results.json",
               ds: SeqDataset | None = None, progress: bool = True,
-              results_dir: str | Path | None = "results/main-ml-100k-text") -> dict:
+              results_dir: str | Path | None = "results/ablation") -> dict:
     "Measure both paths (see the notebook); return the report and write it to `output` as JSON."
     cfg = cfg or BenchConfig()
     say = print if progress else (lambda *a, **k: None)

@@ -4,7 +4,9 @@ import json
 import pytest
 import torch
 
-from lancer.bench import BenchConfig, bench_model, bench_table, naive_loss, naive_recommend, run_bench
+from lancer.ablation import ABLATIONS, slug
+from lancer.bench import (QUALITY_RUNS, BenchConfig, bench_model, bench_table, naive_loss, naive_recommend, run_bench,
+                          training_quality)
 from lancer.model import recommend, sequence_batch
 from lancer.protocol import leave_one_out, training_examples
 from lancer.training import rule_dataset
@@ -58,3 +60,19 @@ def test_tiny_run_writes_a_complete_report(rule, tmp_path):
     assert saved["exactness"]["same_top10_lists"] == 1.0 and saved["exactness"]["loss_abs_diff"] < 1e-4
     assert {(r["users"], r["history_cap"]) for r in saved["scaling"]} == {(0.25, 10), (0.5, 10), (1.0, 10), (1.0, 5), (1.0, 20)}
     assert list(bench_table(report).columns) == ["naive", "lancer", "lancer / naive"] and len(bench_table(report)) == 5
+
+
+def test_training_quality_reads_the_text_rows_of_the_ablation(tmp_path):
+    "The quality folders are the ablation rows of the text preset, exact and cached; each mode gets mean, std and seeds."
+    rows = {mode: [r for r in ABLATIONS if slug(r) == folder] for mode, folder in QUALITY_RUNS.items()}
+    assert all(len(found) == 1 and ABLATIONS[found[0]][0] == "text" for found in rows.values()), rows
+    assert ABLATIONS[rows["cached"][0]][2] == {"item_reps": "cached"} and ABLATIONS[rows["exact"][0]][2] == {}
+    for seed, (valid, test) in enumerate([(0.03, 0.02), (0.05, 0.03)]):
+        path = tmp_path / QUALITY_RUNS["exact"] / f"seed{seed}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"seed": seed, "best_valid_ndcg@10": valid, "lancer": {"ndcg@10": test}}))
+    quality = training_quality(tmp_path)
+    assert set(quality) == {"exact"} and quality["exact"]["seeds"] == [0, 1]
+    assert quality["exact"]["best_valid_ndcg@10"] == pytest.approx(0.04)
+    assert quality["exact"]["test_ndcg@10"] == pytest.approx(0.025) and quality["exact"]["test_std"] == pytest.approx(0.00707, abs=1e-5)
+    assert training_quality(None) == {}
