@@ -139,15 +139,19 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
     rank = lambda row: known.index(row) if row in known else len(known)
     return pd.DataFrame(sorted(lines, key=lambda line: (rank(line["row"]), line["seed"])))
 
+def _mean_std(values) -> pd.Series:
+    "Per group of a grouped column: 'mean ± std' over its values (the mean alone for one value, '' for none)."
+    mean, std, n = values.mean(), values.std(ddof=1), values.count()
+    return pd.Series(["" if pd.isna(a) else f"{a:.4f}" if k < 2 else f"{a:.4f} ± {s:.4f}" for a, s, k in zip(mean, std, n)],
+                     index=mean.index)
+
 def ablation_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg@10", "test_recall@10", "valid_ndcg@10")) -> pd.DataFrame:
     """Mean ± std over seeds of each row (in the order rows first appear; a single seed has no ±), with the number of
     seeds and the mean wall time."""
     order = list(dict.fromkeys(runs["row"]))
     g = runs.groupby("row", sort=False)
     table = pd.DataFrame({"seeds": g["seed"].count()})
-    for m in metrics:
-        mean, std, n = g[m].mean(), g[m].std(ddof=1), g[m].count()
-        table[m] = ["" if pd.isna(a) else f"{a:.4f}" if k < 2 else f"{a:.4f} ± {s:.4f}" for a, s, k in zip(mean, std, n)]
+    for m in metrics: table[m] = _mean_std(g[m])
     table["minutes"] = (g["wall_time_s"].mean() / 60).round(1)            # training + evaluation, backbone not included
     return table.loc[order]
 
@@ -333,9 +337,7 @@ def model_size_table(runs: pd.DataFrame) -> pd.DataFrame:
     table = pd.DataFrame({"backbone parameters": g["backbone parameters"].first(),
                           "backbone minutes": g["backbone minutes"].mean().round(1),
                           "training minutes": g["training minutes"].mean().round(1), "seeds": g.size()})
-    for metric in ("test_ndcg@10", "test_recall@10", "valid_ndcg@10"):
-        mean, std = g[metric].mean(), g[metric].std(ddof=1)
-        table[metric] = [f"{m:.4f}" + ("" if np.isnan(s) else f" ± {s:.4f}") for m, s in zip(mean, std)]
+    for metric in ("test_ndcg@10", "test_recall@10", "valid_ndcg@10"): table[metric] = _mean_std(g[metric])
     return table
 
 # %% ../nbs/14_ablation.ipynb #75611043
@@ -374,10 +376,16 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
 
 def load_template_robustness(output_dir: str | Path = "results/template-robustness") -> pd.DataFrame:
     "One line per (seed, perturbation): its test metrics."
-    lines = [{"seed": run["seed"], "template": name, **{f"test_{k}": v for k, v in metrics.items()}}
+    return _lines_per_seed(output_dir, "template", "template-robustness")
+
+def _lines_per_seed(output_dir: str | Path, column: str, what: str,
+                    key: Callable[[str], str] = lambda k: f"test_{k}") -> pd.DataFrame:
+    """One line per (seed, entry of a run's `test`) of the `seed*.json` files in `output_dir`: the entry's name in
+    `column`, its values under `key(name)`."""
+    lines = [{"seed": run["seed"], column: name, **{key(k): v for k, v in metrics.items()}}
              for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
              for name, metrics in run["test"].items()]
-    if not lines: raise FileNotFoundError(f"no template-robustness results (seed*.json) under {output_dir}")
+    if not lines: raise FileNotFoundError(f"no {what} results (seed*.json) under {output_dir}")
     return pd.DataFrame(lines)
 
 def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataFrame:
@@ -385,8 +393,7 @@ def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") 
     wide = runs.pivot(index="seed", columns="template", values=metric)
     base = wide["as trained"] if "as trained" in wide else wide.iloc[:, 0]
     names = list(dict.fromkeys(runs["template"]))
-    spread = lambda n: f" ± {wide[n].std(ddof=1):.4f}" if len(wide) > 1 else ""
-    return pd.DataFrame({metric: [f"{wide[n].mean():.4f}{spread(n)}" for n in names],
+    return pd.DataFrame({metric: _mean_std(runs.groupby("template", sort=False)[metric]).loc[names],
                          "change": [(wide[n] - base).mean() for n in names],
                          "seeds lower": [int((wide[n] < base).sum()) for n in names]}, index=pd.Index(names, name="template"))
 
@@ -498,21 +505,12 @@ def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
 
 def load_decoding_comparison(output_dir: str | Path = "results/decoding") -> pd.DataFrame:
     "One line per (seed, decoding): its test metrics, seconds and distinct items per user."
-    lines = [{"seed": run["seed"], "decoding": name, **{(k if k.endswith(("_s", "items")) else f"test_{k}"): v
-                                                        for k, v in metrics.items()}}
-             for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
-             for name, metrics in run["test"].items()]
-    if not lines: raise FileNotFoundError(f"no decoding-comparison results (seed*.json) under {output_dir}")
-    return pd.DataFrame(lines)
+    return _lines_per_seed(output_dir, "decoding", "decoding-comparison",
+                           key=lambda k: k if k.endswith(("_s", "items")) else f"test_{k}")
 
 def decoding_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataFrame:
     "Per decoding: mean ± std of `metric` and Recall@10 over seeds, distinct items per user, seconds (means)."
-    names = list(dict.fromkeys(runs["decoding"]))
-    g = runs.groupby("decoding")
-    spread = lambda s: f" ± {s.std(ddof=1):.4f}" if len(s) > 1 else ""
-    cell = lambda n, m: f"{g.get_group(n)[m].mean():.4f}{spread(g.get_group(n)[m])}"
-    return pd.DataFrame({metric: [cell(n, metric) for n in names], "test_recall@10": [cell(n, "test_recall@10") for n in names],
-                         "distinct items / 10": [g.get_group(n)["distinct_items"].mean() for n in names],
-                         "generate s": [g.get_group(n)["generate_s"].mean() for n in names],
-                         "map s": [g.get_group(n)["map_s"].mean() for n in names],
-                         "seeds": [len(g.get_group(n)) for n in names]}, index=pd.Index(names, name="decoding"))
+    g = runs.groupby("decoding", sort=False)                           # decodings in the order they were run
+    return pd.DataFrame({metric: _mean_std(g[metric]), "test_recall@10": _mean_std(g["test_recall@10"]),
+                         "distinct items / 10": g["distinct_items"].mean(), "generate s": g["generate_s"].mean(),
+                         "map s": g["map_s"].mean(), "seeds": g.size()})
