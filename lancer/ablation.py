@@ -64,6 +64,7 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "text, constrained beams (paper's model)": ("text", {}, {}),
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
     "text, cached item representations (refreshed every 50 steps)": ("text", {}, {"item_reps": "cached"}),
+    "text, batches grouped by length": ("text", {}, {"group_by_length": True}),
     "item tokens, published protocol (checkpoint selected on test, defect 4)": ("item-tokens", {}, {}),
 }
 ROW_PROTOCOLS: dict[str, str] = {"item tokens, published protocol (checkpoint selected on test, defect 4)": "published"}

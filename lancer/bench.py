@@ -28,14 +28,14 @@ from .metrics import evaluate
 from .model import (LancerModel, catalogue_representations, display_mapper, history_tensor,
                           knowledge_batch, prefixed_hidden, recommend, sequence_batch, sequence_ids)
 from .pipeline import build_model, prepare_data
-from .training import cached_inputs, peak_rss_mb
+from .training import cached_inputs, epoch_order, padding_fraction, peak_rss_mb, sequence_lengths
 from . import __version__
 from .protocol import Example, leave_one_out, template_for, training_examples
 
 # %% auto #0
-__all__ = ['QUALITY_RUNS', 'naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch', 'naive_recommend',
-           'bench_model', 'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training', 'time_epoch', 'scaling_table',
-           'training_quality', 'run_bench', 'bench_table']
+__all__ = ['QUALITY_RUNS', 'TRAINING_VARIANTS', 'naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch',
+           'naive_recommend', 'bench_model', 'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training',
+           'time_epoch', 'scaling_table', 'grouped_batches', 'training_quality', 'run_bench', 'bench_table']
 
 # %% ../nbs/13_bench.ipynb #c832ce9f
 def _pad_right(t: Tensor, length: int, value: int) -> Tensor:
@@ -231,13 +231,31 @@ def scaling_table(model: LancerModel, ds: SeqDataset, batch_size: int = 16, seed
         model.config.max_history = cap0
     return pd.DataFrame(rows).sort_values(["history_cap", "users"]).reset_index(drop=True)
 
+# %% ../nbs/13_bench.ipynb #712549db
+def grouped_batches(model: LancerModel, examples: list[Example], batch_size: int, n_batches: int,
+                    seed: int = 0) -> tuple[list[Example], dict]:
+    """`n_batches` batches (concatenated) drawn at random from one epoch of `examples` in the training loop's
+    length-grouped order (`epoch_order` with `sequence_lengths`), and the padding share of that epoch's batches in
+    random and in grouped order."""
+    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.config.item_tokens)
+    random_order = epoch_order(len(examples), batch_size, torch.Generator().manual_seed(seed))
+    order = epoch_order(len(examples), batch_size, torch.Generator().manual_seed(seed), lengths)
+    starts = np.random.default_rng(seed).choice(len(order) // batch_size, n_batches, replace=False) * batch_size
+    picked = [examples[i] for s in starts for i in order[s:s + batch_size]]
+    return picked, {"random": padding_fraction(lengths, random_order, batch_size),
+                    "grouped": padding_fraction(lengths, order, batch_size)}
+
 # %% ../nbs/13_bench.ipynb #d7ff35e2
 QUALITY_RUNS = {"exact": "text-constrained-beams-paper-s-model",                       # folders of lancer.ablation rows:
-                "cached": "text-cached-item-representations-refreshed-every-50-steps"}  # the text preset, exact / cached
+                "cached": "text-cached-item-representations-refreshed-every-50-steps",  # the text preset trained exactly,
+                "grouped": "text-batches-grouped-by-length"}                            # cached, with grouped batches
+TRAINING_VARIANTS = {"cached": "cached item representations", "grouped": "length-grouped batches",   # timed besides
+                     "grouped_cached": "length-grouped batches, cached item representations"}       # the exact path
 
 def training_quality(results_dir: str | Path | None = "results/ablation") -> dict:
     """Best validation and test NDCG@10 (mean, std and per seed) of the text preset trained with exact and with cached
-    item representations on ML-100K, read from the ablation rows' result files (`QUALITY_RUNS`) under `results_dir`."""
+    item representations, and with length-grouped batches, on ML-100K, read from the ablation rows' result files
+    (`QUALITY_RUNS`) under `results_dir` (a row not run yet is left out)."""
     out = {}
     if results_dir is None: return out
     for mode, folder in QUALITY_RUNS.items():
@@ -271,15 +289,18 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
                             "transformers": transformers.__version__, "lancer": __version__},
                "machine": platform.machine(), "processor": platform.processor() or platform.machine()}
     say("matmul peak ..."); r["matmul_peak_gflops"] = round(matmul_gflops(), 1)
-    lancer_, naive = {}, {}
+    grouped, padding = grouped_batches(model, examples, cfg.batch_size, cfg.train_batches + 1, cfg.seed)
+    batches = {"": examples[:n_train], "grouped_": grouped}            # random batches, length-grouped batches
+    lancer_, naive = {"padding": padding}, {}
     for stage in (1, 2):
         say(f"stage {stage}: lancer ...")
-        lancer_[f"stage{stage}_seq_per_s"] = time_training(model, examples[:n_train], stage, "lancer",
-                                                            cfg.train_batches, cfg.batch_size)
-        lancer_[f"stage{stage}_cached_seq_per_s"] = time_training(model, examples[:n_train], stage, "cached",
-                                                                   cfg.train_batches, cfg.batch_size,
-                                                                   refresh_every=cfg.refresh_every,
-                                                                   knowledge_items=cfg.knowledge_items)
+        for name, timed in batches.items():
+            lancer_[f"stage{stage}_{name}seq_per_s"] = time_training(model, timed, stage, "lancer",
+                                                                     cfg.train_batches, cfg.batch_size)
+            lancer_[f"stage{stage}_{name}cached_seq_per_s"] = time_training(model, timed, stage, "cached",
+                                                                            cfg.train_batches, cfg.batch_size,
+                                                                            refresh_every=cfg.refresh_every,
+                                                                            knowledge_items=cfg.knowledge_items)
         flops = step_flops(model, examples[:cfg.batch_size])
         lancer_[f"stage{stage}_gflop_per_step"] = flops / 1e9
         lancer_[f"stage{stage}_gflops"] = flops / 1e9 * lancer_[f"stage{stage}_seq_per_s"] / cfg.batch_size
@@ -309,8 +330,9 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
                - naive_loss(model, ex, cfg.pad_to).item())
     r |= {"lancer": lancer_, "naive": naive,
           "ratio": {k: lancer_[k] / naive[k] for k in ("stage1_seq_per_s", "stage2_seq_per_s", "eval_users_per_s")},
-          "ratio_cached": {k: lancer_[f"{k.split('_')[0]}_cached_seq_per_s"] / naive[k]
-                           for k in ("stage1_seq_per_s", "stage2_seq_per_s")},
+          **{f"ratio_{variant}": {k: lancer_[f"{k.split('_')[0]}_{variant}_seq_per_s"] / naive[k]
+                                  for k in ("stage1_seq_per_s", "stage2_seq_per_s")}
+             for variant in TRAINING_VARIANTS},
           "quality": training_quality(results_dir),
           "exactness": {"loss_abs_diff": diff, "same_top10_lists": float(np.mean([a == b for a, b in zip(naive_lists, fast_few)])),
                         "users_compared": len(few),
@@ -333,10 +355,11 @@ def bench_table(report: dict) -> pd.DataFrame:
                       ("eval_users_per_s", "evaluation, 10 beams (users/s)")]:
         rows.append({"phase": name, "naive": round(report["naive"][key], 3), "lancer": round(report["lancer"][key], 2),
                      "lancer / naive": round(report["ratio"][key], 1)})
-    for stage in (1, 2):
-        key = f"stage{stage}_seq_per_s"
-        rows.append({"phase": f"stage {stage} training, cached item representations (sequences/s)",
-                     "naive": round(report["naive"][key], 3),
-                     "lancer": round(report["lancer"][f"stage{stage}_cached_seq_per_s"], 2),
-                     "lancer / naive": round(report["ratio_cached"][key], 1)})
+    for variant, name in TRAINING_VARIANTS.items():
+        for stage in (1, 2):
+            key = f"stage{stage}_seq_per_s"
+            if f"ratio_{variant}" not in report: continue                      # a report from before the variant existed
+            rows.append({"phase": f"stage {stage} training, {name} (sequences/s)", "naive": round(report["naive"][key], 3),
+                         "lancer": round(report["lancer"][f"stage{stage}_{variant}_seq_per_s"], 2),
+                         "lancer / naive": round(report[f"ratio_{variant}"][key], 1)})
     return pd.DataFrame(rows).set_index("phase")

@@ -44,6 +44,8 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--knowledge-items", type=int, default=None, help="cached: items per step in the knowledge loss")
     g.add_argument("--window-stride", type=int, default=None,
                    help="keep every Nth training window per user (max_history with --item-tokens instead --loss-on all)")
+    g.add_argument("--group-by-length", action="store_true",
+                   help="batch training examples of similar token length (less padding with text items)")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
@@ -152,6 +154,7 @@ def _configs(args) -> tuple:
                              num_beams=args.num_beams, decoding=args.decoding, seed=args.seed,
                              all_positions=False if args.one_example_per_user else None, item_reps=args.item_reps,
                              refresh_every=args.refresh_every, knowledge_items=args.knowledge_items,
+                             group_by_length=True if args.group_by_length else None,
                              window_stride=args.window_stride or (config.max_history if base_train.window_stride > 1 else None))
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed,

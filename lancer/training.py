@@ -22,14 +22,17 @@ from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .metrics import evaluate
-from .model import LancerModel, catalogue_representations, load_model, recommend, save_model, sequence_batch
+from .model import (ItemTexts, LancerModel, catalogue_representations, load_model, recommend, save_model,
+                          sequence_batch, sequence_ids)
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
-__all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'evaluate_examples', 'save_training_state', 'cached_inputs',
-           'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
+__all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order', 'padding_fraction',
+           'evaluate_examples', 'save_training_state', 'cached_inputs', 'weight_average', 'peak_rss_mb',
+           'peak_memory_mb', 'train', 'plot_training']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
@@ -61,6 +64,7 @@ class TrainConfig:
     ema_decay: float = 0.0            # > 0: validate, keep and test a moving average of the weights with this decay
     window_stride: int = 1            # keep every Nth window of a user, counted back from the most recent (max_history
                                       #   with item tokens and loss_on="all": every item is a label once per epoch)
+    group_by_length: bool = False     # batches of examples of similar token length (less padding in the generating LM)
 
 # %% ../nbs/10_training.ipynb #7080e4e5
 def select_examples(split: Split, cfg: TrainConfig) -> list[Example]:
@@ -90,6 +94,24 @@ def rule_dataset(n_users: int = 40, n_items: int = 12, length: int = 8, seed: in
     starts = rng.integers(0, n_items, n_users)
     seqs = [np.array([(s + t) % n_items for t in range(length)], dtype=np.int64) for s in starts]
     return SeqDataset("rule", items, [f"u{u}" for u in range(n_users)], seqs)
+
+# %% ../nbs/10_training.ipynb #9113d0a2
+def sequence_lengths(texts: ItemTexts, examples: list[Example], max_history: int, item_tokens: str = "none") -> list[int]:
+    "Tokens of each example's row in `sequence_batch`: the prompt of its last `max_history` items, then its target."
+    target = (lambda ex: len(texts.display_ids[int(ex.target)]) + 1) if item_tokens == "none" else (lambda ex: 1)
+    return [len(sequence_ids(texts, list(ex.history)[-max_history:], item_tokens)) + target(ex) for ex in examples]
+
+def epoch_order(n_examples: int, batch_size: int, generator: torch.Generator, lengths: list[int] | None = None) -> list[int]:
+    "The examples' order in one epoch: a random permutation, or with `lengths` one grouped into batches of similar length."
+    if lengths is None: return torch.randperm(n_examples, generator=generator).tolist()
+    if len(lengths) != n_examples: raise ValueError(f"{len(lengths)} lengths for {n_examples} examples")
+    return get_length_grouped_indices(lengths, batch_size, generator=generator)
+
+def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> float:
+    "Share of padding tokens when the examples are batched in `order`, each batch padded to its longest row."
+    lengths = np.asarray(lengths)[order]
+    batches = [lengths[s:s + batch_size] for s in range(0, len(lengths), batch_size)]
+    return 1 - lengths.sum() / sum(b.max() * len(b) for b in batches)
 
 # %% ../nbs/10_training.ipynb #33572bcd
 def evaluate_examples(model: LancerModel, examples: list[Example], cfg: TrainConfig,
@@ -198,6 +220,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     if cfg.valid_users and cfg.valid_users < len(valid):
         pick = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
         valid = [valid[i] for i in sorted(pick)]
+    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.config.item_tokens) \
+        if cfg.group_by_length else None
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
                       loss_on=model.config.loss_on, item_tokens=model.config.item_tokens)
     state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": []}
@@ -229,7 +253,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         accelerator.free_memory()
         wrapped, opt_p = accelerator.prepare(model, opt)  # the schedule counts optimizer steps itself (not per process)
         for epoch in range(state["epoch"] if stage == state["stage"] else 0, epochs[stage]):
-            order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(cfg.seed * 1000 + stage * 100 + epoch))
+            order = epoch_order(len(examples), cfg.batch_size,
+                                torch.Generator().manual_seed(cfg.seed * 1000 + stage * 100 + epoch), lengths)
             loader = accelerator.prepare_data_loader(DataLoader([examples[i] for i in order], batch_size=cfg.batch_size,
                                                                 collate_fn=collate))
             skip = state["step_in_epoch"] if (stage, epoch) == (state["stage"], state["epoch"]) else 0

@@ -248,3 +248,30 @@ def test_cached_item_representations_train(tmp_path):
     assert sum(losses[-5:]) < 0.7 * sum(losses[:5]), losses
     with pytest.raises(ValueError, match="item_reps"):
         train(model, split, TrainConfig(item_reps="approximate", progress=False), tmp_path / "bad")
+
+
+def test_group_by_length_batches_examples_of_similar_length(tmp_path, monkeypatch):
+    "group_by_length=True trains on the same examples as random batches, with less padding in the generating LM's batches."
+    import lancer.training as training
+    torch.set_num_threads(1)
+    ds, split = _rule(60)
+    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2),
+                        OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=1, batch_size=16),
+                        cache_dir=tmp_path / "cache")
+    batches = []
+    def recorded(*args, **kwargs):
+        batch = original(*args, **kwargs)
+        batches.append(batch)
+        return batch
+    original = training.sequence_batch
+    monkeypatch.setattr(training, "sequence_batch", recorded)
+    padding, seen = {}, {}
+    for grouped in (False, True):
+        batches.clear()
+        cfg = TrainConfig(epochs_stage1=1, epochs_stage2=0, batch_size=8, num_beams=2, valid_users=8, progress=False,
+                          group_by_length=grouped)
+        train(model, split, cfg, tmp_path / f"run{grouped}")
+        padding[grouped] = sum(int((b["attention_mask"] == 0).sum()) for b in batches)
+        seen[grouped] = sorted(tuple(row[row != 0].tolist()) for b in batches for row in b["input_ids"] * b["attention_mask"])
+    assert seen[True] == seen[False]                                      # the same sequences, batched differently
+    assert padding[True] < 0.5 * padding[False], padding
