@@ -56,17 +56,22 @@ def test_tiny_run_writes_a_complete_report(rule, tmp_path):
         for key in ("stage1_seq_per_s", "stage2_seq_per_s", "eval_users_per_s", "peak_rss_mb"):
             assert saved[path][key] > 0, (path, key)
     assert saved["lancer"]["stage1_gflops"] > 0 and saved["matmul_peak_gflops"] > 0
-    assert set(saved["ratio_cached"]) == {"stage1_seq_per_s", "stage2_seq_per_s"} and saved["quality"] == {}
+    for variant in ("cached", "grouped", "grouped_cached"):
+        assert set(saved[f"ratio_{variant}"]) == {"stage1_seq_per_s", "stage2_seq_per_s"}, variant
+        assert saved["lancer"][f"stage2_{variant}_seq_per_s"] > 0, variant
+    assert 0 <= saved["lancer"]["padding"]["grouped"] <= saved["lancer"]["padding"]["random"] < 1
+    assert saved["quality"] == {}
     assert saved["exactness"]["same_top10_lists"] == 1.0 and saved["exactness"]["loss_abs_diff"] < 1e-4
     assert {(r["users"], r["history_cap"]) for r in saved["scaling"]} == {(0.25, 10), (0.5, 10), (1.0, 10), (1.0, 5), (1.0, 20)}
-    assert list(bench_table(report).columns) == ["naive", "lancer", "lancer / naive"] and len(bench_table(report)) == 5
+    assert list(bench_table(report).columns) == ["naive", "lancer", "lancer / naive"] and len(bench_table(report)) == 9
 
 
 def test_training_quality_reads_the_text_rows_of_the_ablation(tmp_path):
-    "The quality folders are the ablation rows of the text preset, exact and cached; each mode gets mean, std and seeds."
+    "The quality folders are the ablation rows of the text preset (exact, cached, grouped); each gets mean, std and seeds."
     rows = {mode: [r for r in ABLATIONS if slug(r) == folder] for mode, folder in QUALITY_RUNS.items()}
     assert all(len(found) == 1 and ABLATIONS[found[0]][0] == "text" for found in rows.values()), rows
     assert ABLATIONS[rows["cached"][0]][2] == {"item_reps": "cached"} and ABLATIONS[rows["exact"][0]][2] == {}
+    assert ABLATIONS[rows["grouped"][0]][2] == {"group_by_length": True}
     for seed, (valid, test) in enumerate([(0.03, 0.02), (0.05, 0.03)]):
         path = tmp_path / QUALITY_RUNS["exact"] / f"seed{seed}.json"
         path.parent.mkdir(exist_ok=True)
