@@ -23,7 +23,7 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--backbone", default="offline",
                    help="'offline' (small GPT-2 built from the item texts) or a Hugging Face name/path, e.g. gpt2")
     g.add_argument("--output-dir", required=True, help="where checkpoints and metrics.json go")
-    g.add_argument("--preset", choices=["item-tokens", "text"], default="text",
+    g.add_argument("--preset", choices=["item-tokens", "item-tokens-overlapping", "text"], default="text",
                    help="configuration that the options below change (default: text, the paper's text generation)")
     g.add_argument("--epochs-stage1", type=int, default=None)
     g.add_argument("--epochs-stage2", type=int, default=None)
@@ -104,8 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/main")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--preset", choices=["item-tokens", "text"], default="item-tokens",
-                   help="LANCER's configuration: item tokens + catalogue softmax (default) or the paper's text generation")
+    p.add_argument("--preset", choices=["item-tokens", "item-tokens-overlapping", "text"], default="item-tokens",
+                   help="LANCER's configuration: item tokens + catalogue softmax (default), the same trained on overlapping "
+                        "windows (about twice as long), or the paper's text generation")
     p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
     p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row of lancer.ablation.ABLATIONS)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -139,6 +140,12 @@ def _override(obj, **values):
     from dataclasses import replace
     return replace(obj, **{k: v for k, v in values.items() if v is not None})
 
+def _window_stride(args, base_config, base_train) -> int | None:
+    "`--window-stride`; else, where the preset starts a window every `max_history` items, the new `--max-history`."
+    if args.window_stride is not None: return args.window_stride
+    one_per_cap = base_train.window_stride == base_config.max_history > 1
+    return args.max_history if one_per_cap and args.max_history is not None else None
+
 def _configs(args) -> tuple:
     from lancer.backbone import OfflineBackboneConfig
     from lancer.pipeline import preset
@@ -155,7 +162,7 @@ def _configs(args) -> tuple:
                              all_positions=False if args.one_example_per_user else None, item_reps=args.item_reps,
                              refresh_every=args.refresh_every, knowledge_items=args.knowledge_items,
                              group_by_length=True if args.group_by_length else None,
-                             window_stride=args.window_stride or (config.max_history if base_train.window_stride > 1 else None))
+                             window_stride=_window_stride(args, base_config, base_train))
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed,
                                 sequences=args.pretrain_on_sequences)

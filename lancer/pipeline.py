@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pandas as pd
@@ -124,7 +124,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
                                  "generated": source.get(int(i), "(filled by similarity)")} for i in ranked[0]]}
 
 # %% ../nbs/11_pipeline.ipynb #937b973c
-PRESETS = ("item-tokens", "text")
+PRESETS = ("item-tokens", "item-tokens-overlapping", "text")
 
 def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
@@ -133,6 +133,9 @@ def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
         config = LancerConfig(item_tokens="instead", loss_on="all", item_encoder="minilm", label_smoothing=0.1)
         return config, TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3, windows_per_user=0,
                                    window_stride=config.max_history, item_reps="cached", valid_users=0, seed=seed)
+    if name == "item-tokens-overlapping":
+        config, train_config = preset("item-tokens", seed)
+        return config, replace(train_config, window_stride=2, epochs_stage2=5)
     raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
 
 # %% ../nbs/11_pipeline.ipynb #8b391796

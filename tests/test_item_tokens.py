@@ -96,6 +96,10 @@ def test_presets_on_the_command_line():
     config, train_config, _ = _configs(args)
     assert (config.item_tokens, config.loss_on, config.max_history) == ("instead", "all", 5)
     assert train_config.window_stride == 5                               # follows the history cap
+    args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens-overlapping", "--max-history", "5"])
+    assert _configs(args)[1].window_stride == 2                           # overlapping windows keep their stride
+    args = build_parser().parse_args(["main", "--preset", "item-tokens-overlapping"])
+    assert args.preset == "item-tokens-overlapping"
     args = build_parser().parse_args(["train", "--output-dir", "x"])
     assert _configs(args)[0] == LancerConfig()                           # `lancer train` defaults to the paper's text
     assert build_parser().parse_args(["main"]).preset == "item-tokens"
