@@ -201,8 +201,10 @@ def evaluate_model(model: nn.Module, examples: Sequence[Example], exclude: Seque
 
 # %% ../nbs/03_baselines.ipynb #585aad54
 def training_windows(train: Sequence[np.ndarray], max_len: int, stride: int | None = None,
-                     rng: np.random.Generator | None = None, pad_id: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
-    "Inputs `[W, max_len]` (left-padded with `pad_id`) and targets `[W, max_len]` (-100 = no loss) from training parts."
+                     rng: np.random.Generator | None = None, pad_id: int = -1,
+                     every_position: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs `[W, max_len]` (left-padded with `pad_id`) and targets `[W, max_len]` (-100 = no loss) from training parts
+    (`every_position`: targets already covered by the previous window are targets again)."""
     stride = stride or max_len
     if not 1 <= stride <= max_len: raise ValueError(f"training_windows: stride must be in [1, max_len={max_len}], got {stride}")
     inputs, targets = [], []
@@ -216,7 +218,7 @@ def training_windows(train: Sequence[np.ndarray], max_len: int, stride: int | No
         for e in ends:
             lo = max(0, e - max_len + 1)
             inp, tgt = s[lo:e + 1], s[lo + 1:e + 2].copy()
-            tgt[: max(0, prev - lo + 1)] = -100                             # targets of inputs <= prev are done
+            if not every_position: tgt[: max(0, prev - lo + 1)] = -100      # targets of inputs <= prev are done
             pad = max_len - len(inp)
             inputs.append(np.concatenate([np.full(pad, pad_id, np.int64), inp]))
             targets.append(np.concatenate([np.full(pad, -100, np.int64), tgt]))
@@ -233,6 +235,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     patience: int = 10           # epochs without validation NDCG@10 improvement before stopping
     stride: int | None = None    # window stride (None = max_len: each target once per epoch)
+    every_position: bool = False # every position of every window a target (with stride < max_len: targets recur)
     exclude_seen: bool = False   # remove already-seen items from the rankings (paper protocol: False)
     seed: int = 0
     eval_batch_size: int = 1024
@@ -251,7 +254,8 @@ def fit(model: nn.Module, split: Split, cfg: TrainConfig = TrainConfig()) -> dic
     bar = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, disable=not cfg.show_progress)
     for epoch in bar:
         model.train()
-        xs, ys = training_windows(split.train, model.max_len, cfg.stride, rng, pad_id=model.pad_id)
+        xs, ys = training_windows(split.train, model.max_len, cfg.stride, rng, pad_id=model.pad_id,
+                                  every_position=cfg.every_position)
         perm, total = torch.randperm(len(xs), generator=gen), 0.0
         for i in range(0, len(xs), cfg.batch_size):
             idx = perm[i:i + cfg.batch_size]

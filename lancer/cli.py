@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-history", type=int, default=10)
+    p.add_argument("--models", nargs="+", choices=["pop", "sasrec", "gru4rec"], default=["pop", "sasrec", "gru4rec"])
+    p.add_argument("--stride", type=int, default=None, help="training-window stride (default: the history cap)")
+    p.add_argument("--every-position", action="store_true",
+                   help="every position of every window a target (with --stride below the cap, targets recur)")
     p = sub.add_parser("train", help="train LANCER (two stages) and evaluate it on the test split")
     _add_data(p); _add_training(p)
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test (or validation) split")
@@ -196,7 +200,8 @@ def run(args) -> int:
         from lancer.baselines import run_baselines
         from lancer.metrics import results_table
         metrics = run_baselines(dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
-                                max_history=args.max_history)
+                                max_history=args.max_history, models=args.models,
+                                train={"stride": args.stride, "every_position": args.every_position})
         print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "train":
         from lancer.pipeline import train_lancer

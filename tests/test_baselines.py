@@ -59,6 +59,17 @@ def test_training_windows_cover_each_target_once():
         assert (y[y >= 0] == x[y >= 0] + 1).all()
 
 
+def test_every_position_windows_repeat_targets_with_different_contexts():
+    "every_position=True: each window is a target at every real position, so with stride < max_len targets recur."
+    seqs = [np.arange(100, 117), np.arange(5)]
+    x, y = training_windows(seqs, max_len=6, stride=2, pad_id=-1, every_position=True)
+    assert set(y[y >= 0].tolist()) == set(range(101, 117)) | {1, 2, 3, 4}
+    assert (y[y >= 0] == x[y >= 0] + 1).all() and ((y >= 0) == (x >= 0)).all()      # every real input has its target
+    assert (y >= 0).sum() > 2 * len(set(y[y >= 0].tolist()))                          # most targets more than twice
+    x, y = training_windows(seqs, max_len=6, stride=6, pad_id=-1, every_position=True)
+    assert sorted(y[y >= 0].tolist()) == sorted(list(range(101, 117)) + [1, 2, 3, 4])  # stride = max_len: once each
+
+
 def test_most_popular_order():
     pop = MostPopular(6).fit([np.array([2, 2, 5]), np.array([5, 2, 0]), np.array([4, 0])])
     assert pop.scores.argsort(descending=True).tolist() == [2, 0, 5, 4, 1, 3]
