@@ -124,13 +124,14 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
 # %% ../nbs/14_ablation.ipynb #eec7ad90
 def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
     """One line per run in `output_dir`: row, seed, validation NDCG@10 and the test metrics, wall time; the baselines
-    first, then the rows in the order of `ABLATIONS`."""
+    first (a folder `baselines-*` holds a baseline trained another way, its `variant` added to the row's name), then
+    the rows in the order of `ABLATIONS`."""
     lines = []
     for path in sorted(Path(output_dir).glob("*/seed*.json")):
         run = json.loads(path.read_text())
-        if path.parent.name == "baselines":
+        if path.parent.name.startswith("baselines"):
             for model, test in run["test"].items():
-                lines.append({"row": BASELINE_NAMES[model],
+                lines.append({"row": BASELINE_NAMES[model] + (f", {run['variant']}" if run.get("variant") else ""),
                               "seed": run["seed"], "valid_ndcg@10": float("nan"), **{f"test_{k}": v for k, v in test.items()},
                               "wall_time_s": float("nan")})
         else:
@@ -139,7 +140,10 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
                           "wall_time_s": run["wall_time_s"]})
     if not lines: raise FileNotFoundError(f"no ablation results (*/seed*.json) under {output_dir}")
     known = list(BASELINE_NAMES.values()) + list(ABLATIONS)                      # baselines, then the rows in their order
-    rank = lambda row: known.index(row) if row in known else len(known)
+    def rank(row: str) -> float:
+        if row in known: return known.index(row)
+        base = row.split(",")[0]                                                 # a baseline variant: after its baseline
+        return known.index(base) + 0.5 if base in BASELINE_NAMES.values() else len(known)
     return pd.DataFrame(sorted(lines, key=lambda line: (rank(line["row"]), line["seed"])))
 
 def _mean_std(values) -> pd.Series:
@@ -175,7 +179,7 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     order = list(dict.fromkeys(runs["row"]))[::-1]
     g = runs.groupby("row")[metric]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1))
-    colours = ["#c8c8c8" if row in BASELINE_NAMES.values() else "#8fb3d9" for row in order]       # baselines grey, LANCER blue
+    colours = ["#c8c8c8" if row.split(",")[0] in BASELINE_NAMES.values() else "#8fb3d9" for row in order]  # baselines grey
     ax.barh(order, g.mean()[order], xerr=g.std(ddof=1).fillna(0)[order], color=colours, capsize=3)
     for i, row in enumerate(order):
         ax.plot(runs.loc[runs.row == row, metric], [i] * (runs.row == row).sum(), "k.", ms=4)
