@@ -67,6 +67,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     "text, free beams + mapping (paper's decoding)": ("text", {}, {"decoding": "free"}),
     "text, cached item representations (refreshed every 50 steps)": ("text", {}, {"item_reps": "cached"}),
     "text, batches grouped by length": ("text", {}, {"group_by_length": True}),
+    "text, batches grouped by length + cached item representations": (
+        "text", {}, {"group_by_length": True, "item_reps": "cached"}),
     "item tokens, published protocol (checkpoint selected on test, defect 4)": ("item-tokens", {}, {}),
 }
 ROW_PROTOCOLS: dict[str, str] = {"item tokens, published protocol (checkpoint selected on test, defect 4)": "published"}

@@ -248,7 +248,8 @@ def grouped_batches(model: LancerModel, examples: list[Example], batch_size: int
 # %% ../nbs/13_bench.ipynb #d7ff35e2
 QUALITY_RUNS = {"exact": "text-constrained-beams-paper-s-model",                       # folders of lancer.ablation rows:
                 "cached": "text-cached-item-representations-refreshed-every-50-steps",  # the text preset trained exactly,
-                "grouped": "text-batches-grouped-by-length"}                            # cached, with grouped batches
+                "grouped": "text-batches-grouped-by-length",                            # cached, with grouped batches,
+                "grouped_cached": "text-batches-grouped-by-length-cached-item-representations"}  # and with both
 TRAINING_VARIANTS = {"cached": "cached item representations", "grouped": "length-grouped batches",   # timed besides
                      "grouped_cached": "length-grouped batches, cached item representations"}       # the exact path
 

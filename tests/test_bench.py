@@ -72,6 +72,7 @@ def test_training_quality_reads_the_text_rows_of_the_ablation(tmp_path):
     assert all(len(found) == 1 and ABLATIONS[found[0]][0] == "text" for found in rows.values()), rows
     assert ABLATIONS[rows["cached"][0]][2] == {"item_reps": "cached"} and ABLATIONS[rows["exact"][0]][2] == {}
     assert ABLATIONS[rows["grouped"][0]][2] == {"group_by_length": True}
+    assert ABLATIONS[rows["grouped_cached"][0]][2] == {"group_by_length": True, "item_reps": "cached"}
     for seed, (valid, test) in enumerate([(0.03, 0.02), (0.05, 0.03)]):
         path = tmp_path / QUALITY_RUNS["exact"] / f"seed{seed}.json"
         path.parent.mkdir(exist_ok=True)
