@@ -55,6 +55,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
         "item-tokens", {}, {"window_stride": 5}),
     "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 5 epochs)": (
         "item-tokens-overlapping", {}, {}),
+    "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 1 + 3 epochs)": (
+        "item-tokens-overlapping", {}, {"epochs_stage1": 1, "epochs_stage2": 3}),
     "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
         "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
     "item tokens, reasoning keys/values shared with the knowledge prompt (published, defect 2)": (
