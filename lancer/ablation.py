@@ -126,6 +126,11 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
     return load_ablation(out)
 
 # %% ../nbs/14_ablation.ipynb #eec7ad90
+def _baseline_of(row: str) -> str | None:
+    "The baseline a row belongs to ('SASRec' for 'SASRec' and for a variant 'SASRec, ...'), or None for a LANCER row."
+    base = row.split(",")[0]
+    return base if base in BASELINE_NAMES.values() else None
+
 def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
     """One line per run in `output_dir`: row, seed, validation NDCG@10 and the test metrics, wall time; the baselines
     first (a folder `baselines-*` holds a baseline trained another way, its `variant` added to the row's name), then
@@ -146,8 +151,8 @@ def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
     known = list(BASELINE_NAMES.values()) + list(ABLATIONS)                      # baselines, then the rows in their order
     def rank(row: str) -> float:
         if row in known: return known.index(row)
-        base = row.split(",")[0]                                                 # a baseline variant: after its baseline
-        return known.index(base) + 0.5 if base in BASELINE_NAMES.values() else len(known)
+        base = _baseline_of(row)                                                 # a baseline variant: after its baseline
+        return known.index(base) + 0.5 if base else len(known)
     return pd.DataFrame(sorted(lines, key=lambda line: (rank(line["row"]), line["seed"])))
 
 def _mean_std(values) -> pd.Series:
@@ -183,7 +188,7 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
     order = list(dict.fromkeys(runs["row"]))[::-1]
     g = runs.groupby("row")[metric]
     fig, ax = plt.subplots(figsize=(8, 0.45 * len(order) + 1))
-    colours = ["#c8c8c8" if row.split(",")[0] in BASELINE_NAMES.values() else "#8fb3d9" for row in order]  # baselines grey
+    colours = ["#c8c8c8" if _baseline_of(row) else "#8fb3d9" for row in order]       # baselines grey, LANCER blue
     ax.barh(order, g.mean()[order], xerr=g.std(ddof=1).fillna(0)[order], color=colours, capsize=3)
     for i, row in enumerate(order):
         ax.plot(runs.loc[runs.row == row, metric], [i] * (runs.row == row).sum(), "k.", ms=4)

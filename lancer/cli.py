@@ -9,10 +9,12 @@ import argparse
 import sys
 
 # %% auto #0
-__all__ = ['DATASETS', 'build_parser', 'run', 'main']
+__all__ = ['DATASETS', 'PRESETS', 'BASELINES', 'build_parser', 'run', 'main']
 
 # %% ../nbs/12_cli.ipynb #4c7529fa
 DATASETS = ("ml-100k", "ml-1m", "mind-small", "goodreads-poetry")
+PRESETS = ("item-tokens", "item-tokens-overlapping", "text")       # lancer.pipeline.PRESETS, without importing torch
+BASELINES = ("pop", "sasrec", "gru4rec")                         # lancer.baselines.BASELINES, likewise
 
 def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--dataset", default="ml-100k", help=f"one of {', '.join(DATASETS)} (default: ml-100k)")
@@ -23,7 +25,7 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--backbone", default="offline",
                    help="'offline' (small GPT-2 built from the item texts) or a Hugging Face name/path, e.g. gpt2")
     g.add_argument("--output-dir", required=True, help="where checkpoints and metrics.json go")
-    g.add_argument("--preset", choices=["item-tokens", "item-tokens-overlapping", "text"], default="text",
+    g.add_argument("--preset", choices=PRESETS, default="text",
                    help="configuration that the options below change (default: text, the paper's text generation)")
     g.add_argument("--epochs-stage1", type=int, default=None)
     g.add_argument("--epochs-stage2", type=int, default=None)
@@ -87,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-history", type=int, default=10)
-    p.add_argument("--models", nargs="+", choices=["pop", "sasrec", "gru4rec"], default=["pop", "sasrec", "gru4rec"])
+    p.add_argument("--models", nargs="+", choices=BASELINES, default=list(BASELINES))
     p.add_argument("--stride", type=int, default=None, help="training-window stride (default: the history cap)")
     p.add_argument("--every-position", action="store_true",
                    help="every position of every window a target (with --stride below the cap, targets recur)")
@@ -108,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/main")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--preset", choices=["item-tokens", "item-tokens-overlapping", "text"], default="item-tokens",
+    p.add_argument("--preset", choices=PRESETS, default="item-tokens",
                    help="LANCER's configuration: item tokens + catalogue softmax (default), the same trained on overlapping "
                         "windows (about twice as long), or the paper's text generation")
     p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
