@@ -21,22 +21,23 @@ from .data import SeqDataset
 from .mapping import EmbeddingMapper, rank_items
 from .metrics import evaluate
 from .model import LancerModel, display_mapper, recommend
-from .pipeline import prepare_data, preset, train_lancer
-from .protocol import Example
+from .pipeline import offline_backbone_path, prepare_data, preset, train_lancer
+from .protocol import Example, template_for
 
 # %% auto #0
-__all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES', 'PRETRAINED_BACKBONES',
-           'TEMPLATE_PERTURBATIONS', 'DECODING_ROW', 'slug', 'row_configs', 'run_ablation', 'load_ablation',
-           'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics', 'run_history_lengths',
-           'load_history_lengths', 'history_length_table', 'plot_history_lengths', 'run_model_sizes',
-           'load_model_sizes', 'model_size_table', 'run_template_robustness', 'load_template_robustness',
-           'template_robustness_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
+__all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES',
+           'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'TRANSFER_CONDITIONS', 'DECODING_ROW', 'slug',
+           'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
+           'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths', 'history_length_table',
+           'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table', 'run_template_robustness',
+           'load_template_robustness', 'template_robustness_table', 'split_catalogue', 'run_cross_dataset',
+           'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
            'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
 
 # %% ../nbs/14_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
     # row: (preset, LancerConfig changes, TrainConfig changes)
-    "item tokens + MiniLM item vectors + label smoothing (main job)": ("item-tokens", {}, {}),
+    "item tokens + MiniLM item vectors + label smoothing (item-tokens preset)": ("item-tokens", {}, {}),
     "item tokens + MiniLM item vectors, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {}),
     "item tokens, knowledge-LM item vectors, no label smoothing (paper's encoder)": (
         "item-tokens", {"item_encoder": "knowledge", "label_smoothing": 0.0}, {}),
@@ -55,8 +56,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
         "item-tokens", {}, {"window_stride": 5}),
     "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 5 epochs)": (
         "item-tokens-overlapping", {}, {}),
-    "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 1 + 3 epochs)": (
-        "item-tokens-overlapping", {}, {"epochs_stage1": 1, "epochs_stage2": 3}),
+    "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 1 + 3 epochs; main job)": (
+        "item-tokens-overlapping-short", {}, {}),
     "item tokens + MiniLM item vectors, no label smoothing, dropout 0.2": (
         "item-tokens", {"label_smoothing": 0.0, "lm_dropout": 0.2, "prompt_dropout": 0.2}, {}),
     "item tokens, reasoning keys/values shared with the knowledge prompt (published, defect 2)": (
@@ -75,7 +76,8 @@ ABLATIONS: dict[str, tuple[str, dict, dict]] = {
 }
 ROW_PROTOCOLS: dict[str, str] = {"item tokens, published protocol (checkpoint selected on test, defect 4)": "published"}
 
-MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing (main job)"                 # the main job's configuration
+MAIN_ROW = "item tokens + MiniLM item vectors + label smoothing, overlapping windows (stride 2, 1 + 3 epochs; main job)"
+ITEM_TOKENS_ROW = "item tokens + MiniLM item vectors + label smoothing (item-tokens preset)"  # the base of most rows
 BASELINE_NAMES = {"pop": "Pop", "sasrec": "SASRec", "gru4rec": "GRU4Rec"}   # model key in results -> row
 
 def slug(row: str) -> str:
@@ -278,8 +280,8 @@ def plot_history_lengths(runs: pd.DataFrame, metric: str = "ndcg@10"):
 
 # %% ../nbs/14_ablation.ipynb #8e8add71
 MODEL_SIZES: dict[str, tuple[dict, dict]] = {
-    # name: (OfflineBackboneConfig changes, TrainConfig changes) to the main job
-    "2 layers x 128, 12 epochs (main job)": ({}, {}),
+    # name: (OfflineBackboneConfig changes, TrainConfig changes) to the item-tokens preset
+    "2 layers x 128, 12 epochs (item-tokens preset)": ({}, {}),
     "2 layers x 128, 24 epochs": ({}, {"epochs_stage2": 24}),
     "4 layers x 128, 12 epochs": ({"n_layer": 4}, {}),
     "2 layers x 256, 12 epochs": ({"n_embd": 256}, {}),
@@ -293,13 +295,11 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
                     output_dir: str | Path = "results/model-size", dataset: str | SeqDataset = "ml-100k",
                     data_dir: str | None = None, train_changes: dict | None = None,
                     backbone_changes: dict | None = None, pretrained: dict[str, str] | None = None) -> pd.DataFrame:
-    """Train the main job with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of `pretrained`,
+    """Train the `item-tokens` preset with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of `pretrained`,
     by default `PRETRAINED_BACKBONES`) and each seed (runs already on disk are skipped); one JSON per run in
     `output_dir/<size>/seed<k>.json`. `train_changes` apply to every run (e.g. bf16 on a GPU, or short test runs),
     `backbone_changes` to every offline backbone. Returns `load_model_sizes(output_dir)`."""
     from lancer.backbone import load_backbone
-    from lancer.pipeline import offline_backbone_path, prepare_data
-    from lancer.protocol import template_for
     pretrained = PRETRAINED_BACKBONES if pretrained is None else pretrained
     for size in sizes:
         if size not in MODEL_SIZES and size not in pretrained:
@@ -312,7 +312,7 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
         for seed in seeds:
             path = out / slug(size) / f"seed{seed}.json"
             if path.exists(): continue
-            config, train_config = row_configs(MAIN_ROW, seed)
+            config, train_config = row_configs(ITEM_TOKENS_ROW, seed)
             train_config = replace(train_config, **{**train_change, **(train_changes or {})})
             ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
             if source is None and size in pretrained:
@@ -413,6 +413,93 @@ def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") 
                          "change": [(wide[n] - base).mean() for n in names],
                          "seeds lower": [int((wide[n] < base).sum()) for n in names]}, index=pd.Index(names, name="template"))
 
+# %% ../nbs/14_ablation.ipynb #ff3f358c
+def split_catalogue(ds: SeqDataset, seed: int = 0) -> tuple[SeqDataset, SeqDataset]:
+    """`ds` cut into two datasets with disjoint random halves of its catalogue (drawn with `seed`), named `<name>@A` and
+    `<name>@B`. Every user is in both; each sequence keeps, in order, the items of that half (items are renumbered)."""
+    in_a = np.zeros(ds.n_items, bool)
+    in_a[np.random.default_rng(seed).permutation(ds.n_items)[: ds.n_items // 2]] = True
+    return _sub_catalogue(ds, in_a, f"{ds.name}@A"), _sub_catalogue(ds, ~in_a, f"{ds.name}@B")
+
+def _sub_catalogue(ds: SeqDataset, keep: np.ndarray, name: str) -> SeqDataset:
+    "The dataset of the items where `keep` [n_items] is True, under `name`."
+    new_id = np.cumsum(keep) - 1
+    sequences = [new_id[seq[keep[seq]]].astype(np.int64) for seq in ds.sequences]
+    timestamps = None if ds.timestamps is None else [t[keep[seq]] for seq, t in zip(ds.sequences, ds.timestamps)]
+    return SeqDataset(name, ds.items[keep].reset_index(drop=True).rename_axis("item_id"), list(ds.users), sequences,
+                      timestamps)
+
+# %% ../nbs/14_ablation.ipynb #4de8d0af
+TRANSFER_CONDITIONS: dict[str, tuple[dict, bool]] = {  # name: (LancerConfig changes on the target, start from the source's prompt)
+    "own knowledge prompt": ({}, False),
+    "source's knowledge prompt, frozen": ({"freeze_knowledge_prompt": True, "knowledge_weight": 0.0}, True),
+    "random knowledge prompt, frozen": ({"freeze_knowledge_prompt": True, "knowledge_weight": 0.0}, False),
+}
+
+def _transfer_data(dataset: str | SeqDataset, data_dir: str | None, min_interactions: int) -> SeqDataset:
+    "A dataset by name; `<name>@A` / `<name>@B` is a half of `<name>`'s catalogue (`split_catalogue`, seed 0)."
+    if isinstance(dataset, SeqDataset): return dataset
+    base, _, part = dataset.partition("@")
+    if not part: return prepare_data(dataset, data_dir, min_interactions)[0]
+    if part not in ("A", "B"): raise ValueError(f"a catalogue half is '{base}@A' or '{base}@B', got {dataset!r}")
+    return split_catalogue(prepare_data(base, data_dir, min_interactions)[0])[part == "B"]
+
+def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds: Sequence[int] = (0, 1, 2),
+                      output_dir: str | Path = "results/cross-dataset", row: str = MAIN_ROW, data_dir: str | None = None,
+                      conditions: dict[str, tuple[dict, bool]] | None = None, train_changes: dict | None = None,
+                      backbone_config: OfflineBackboneConfig | None = None, min_interactions: int = 5) -> pd.DataFrame:
+    """Train LANCER (`row`) on `source`, then on `target` under each of `conditions` (`TRANSFER_CONDITIONS` by default),
+    every run on the offline backbone built from `source`; one JSON per seed in `output_dir` (seeds on disk are
+    skipped). Returns `load_cross_dataset(output_dir)`."""
+    conditions = TRANSFER_CONDITIONS if conditions is None else conditions
+    out = Path(output_dir)
+    for seed in seeds:
+        path = out / f"seed{seed}.json"
+        if path.exists(): continue
+        t0 = time.time()
+        config, train_config = row_configs(row, seed)
+        train_config = replace(train_config, **(train_changes or {}))
+        src, tgt = (_transfer_data(d, data_dir, min_interactions) for d in (source, target))
+        src, src_split = prepare_data(src, min_interactions=min_interactions, max_history=config.max_history)
+        backbone = str(offline_backbone_path(src, template_for(src.name), backbone_config or OfflineBackboneConfig(),
+                                             split=src_split))
+        runs = {}
+        with tempfile.TemporaryDirectory() as run_dir:
+            source_run = train_lancer(src, Path(run_dir) / "source", backbone, config=config, train_config=train_config,
+                                      min_interactions=min_interactions)
+            for name, (changes, from_source) in conditions.items():
+                runs[name] = train_lancer(tgt, Path(run_dir) / slug(name), backbone, config=replace(config, **changes),
+                                          train_config=train_config, min_interactions=min_interactions,
+                                          knowledge_prompt_from=Path(run_dir) / "source" / "best" if from_source else None)
+        names = ", ".join(repr(d if isinstance(d, str) else d.name) for d in (source, target))
+        changes = f", train_changes={train_changes!r}" if train_changes else ""
+        out.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({
+            "seed": seed, "row": row, "source": src.name, "target": tgt.name, "source_test": source_run["lancer"],
+            "test": {name: run["lancer"] for name, run in runs.items()},
+            "best_valid_ndcg@10": {name: run["best_valid_ndcg@10"] for name, run in runs.items()},
+            "conditions": {name: {"config_changes": c, "source_prompt": s} for name, (c, s) in conditions.items()},
+            "wall_time_s": round(time.time() - t0, 1),
+            "command": f'python -c "from lancer.ablation import run_cross_dataset; '
+                       f'run_cross_dataset({names}, seeds=[{seed}]{changes})"'}, indent=2))
+    return load_cross_dataset(out)
+
+def load_cross_dataset(output_dir: str | Path = "results/cross-dataset") -> pd.DataFrame:
+    "One line per (seed, condition): the target's test metrics."
+    return _lines_per_seed(output_dir, "condition", "cross-dataset")
+
+def cross_dataset_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg@10", "test_recall@10"),
+                        control: str = "random knowledge prompt, frozen") -> pd.DataFrame:
+    """Per condition: mean ± std of `metrics` over seeds, and the mean change of the first one against `control`, with
+    the number of seeds where it is higher."""
+    names = list(dict.fromkeys(runs["condition"]))
+    table = pd.DataFrame({m: _mean_std(runs.groupby("condition", sort=False)[m]).loc[names] for m in metrics})
+    if control in names:
+        wide = runs.pivot(index="seed", columns="condition", values=metrics[0])
+        table[f"change vs {control}"] = [(wide[n] - wide[control]).mean() for n in names]
+        table["seeds higher"] = [int((wide[n] > wide[control]).sum()) for n in names]
+    return table.rename_axis("condition")
+
 # %% ../nbs/14_ablation.ipynb #8b604f86
 def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = None, seed: int = 0,
                             output: str | Path | None = None) -> pd.DataFrame:
@@ -421,8 +508,6 @@ def mapping_precision_table(dataset: str = "ml-100k", data_dir: str | None = Non
     from lancer.backbone import load_backbone
     from lancer.mapping import (CORRUPTIONS, EmbeddingMapper, hidden_state_encoder, mapping_precision, sentence_encoder,
                                 word_embedding_encoder)
-    from lancer.pipeline import offline_backbone_path, prepare_data
-    from lancer.protocol import template_for
     ds, split = prepare_data(dataset, data_dir)
     template = template_for(ds.name)
     texts = [template.display_string(r) for r in ds.items.to_dict("records")]

@@ -9,11 +9,12 @@ import argparse
 import sys
 
 # %% auto #0
-__all__ = ['DATASETS', 'PRESETS', 'BASELINES', 'build_parser', 'run', 'main']
+__all__ = ['DATASETS', 'PRESETS', 'MAIN_PRESET', 'BASELINES', 'build_parser', 'run', 'main']
 
 # %% ../nbs/12_cli.ipynb #4c7529fa
 DATASETS = ("ml-100k", "ml-1m", "mind-small", "goodreads-poetry")
-PRESETS = ("item-tokens", "item-tokens-overlapping", "text")       # lancer.pipeline.PRESETS, without importing torch
+PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")  # lancer.pipeline.PRESETS
+MAIN_PRESET = "item-tokens-overlapping-short"                    # lancer.pipeline.MAIN_PRESET (neither imports torch)
 BASELINES = ("pop", "sasrec", "gru4rec")                         # lancer.baselines.BASELINES, likewise
 
 def _add_data(p: argparse.ArgumentParser):
@@ -110,9 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default="runs/main")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--preset", choices=PRESETS, default="item-tokens",
-                   help="LANCER's configuration: item tokens + catalogue softmax (default), the same trained on overlapping "
-                        "windows (about twice as long), or the paper's text generation")
+    p.add_argument("--preset", choices=PRESETS, default=MAIN_PRESET,
+                   help=f"LANCER's configuration (default: {MAIN_PRESET}, item tokens + catalogue softmax on overlapping "
+                        "windows, sized for about 15 minutes); item-tokens-overlapping trains it longer, text is the "
+                        "paper's text generation")
     p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
     p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row of lancer.ablation.ABLATIONS)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])

@@ -26,7 +26,7 @@ __all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_b
            'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
            'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel',
            'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model',
-           'load_model']
+           'load_model', 'load_knowledge_prompt']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -55,6 +55,8 @@ class LancerConfig:
                                       #   prefix for every user, instead of the per-user reasoning prompt
     shared_kv: bool = False           # True: the reasoning attention's keys/values are the knowledge prompt's vectors
                                       #   themselves, no projections of their own (published, defect 2)
+    freeze_knowledge_prompt: bool = False  # True: the knowledge prompt keeps the weights it starts with (e.g. a prompt
+                                      #   trained on another dataset, notebook 14) in both stages
 
     def __post_init__(self):
         if self.item_repr not in ("last", "mean", "published"):
@@ -272,6 +274,7 @@ class LancerModel(nn.Module):
             for m in lm.modules():
                 if isinstance(m, nn.Dropout): m.p = config.lm_dropout
         self.knowledge_lm.requires_grad_(False)
+        self.knowledge_prompt.requires_grad_(not config.freeze_knowledge_prompt)
         self.set_stage(1)
 
     @property
@@ -464,7 +467,23 @@ def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
     texts = ItemTexts(items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
     state = load_file(path / "prompts.safetensors")
-    model.knowledge_prompt.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("knowledge_prompt.")})
-    model.reasoning.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith("reasoning.")})
+    model.knowledge_prompt.load_state_dict(_prompt_state(state, "knowledge_prompt"))
+    model.reasoning.load_state_dict(_prompt_state(state, "reasoning"))
     if device is not None: model.to(device)
     return model.eval()
+
+def _prompt_state(state: dict[str, Tensor], module: str) -> dict[str, Tensor]:
+    "The entries of `module` (\"knowledge_prompt\" or \"reasoning\") in a checkpoint's prompt weights, without the prefix."
+    return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"{module}.")}
+
+def load_knowledge_prompt(model: LancerModel, path: str | Path) -> LancerModel:
+    """Copy the knowledge prompt of the checkpoint at `path` into `model`, which may be built for another catalogue (the
+    backbone's width and depth and `n_prefix` must match); the rest of `model` is unchanged."""
+    file = Path(path) / "prompts.safetensors"
+    if not file.exists(): raise FileNotFoundError(f"{path} is not a lancer checkpoint (no prompts.safetensors in it)")
+    try:
+        model.knowledge_prompt.load_state_dict(_prompt_state(load_file(file), "knowledge_prompt"))
+    except RuntimeError as e:
+        raise ValueError(f"the knowledge prompt of {path} does not fit this model (another backbone size or "
+                         f"n_prefix?): {e}") from None
+    return model

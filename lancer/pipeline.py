@@ -18,13 +18,13 @@ from accelerate import Accelerator
 from .backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
 from .data import default_cache_dir, filter_min_interactions, load_dataset, SeqDataset
 from .metrics import results_table
-from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_model, recommend
+from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend
 from .protocol import Split, TextTemplate, leave_one_out, template_for
 from .training import TrainConfig, evaluate_examples, peak_memory_mb, train
 
 # %% auto #0
-__all__ = ['PRESETS', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer', 'evaluate_checkpoint',
-           'recommend_for_user', 'preset', 'main_job']
+__all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',
+           'evaluate_checkpoint', 'recommend_for_user', 'preset', 'main_job']
 
 # %% ../nbs/11_pipeline.ipynb #0699eca7
 def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, min_interactions: int = 5,
@@ -67,16 +67,20 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
 def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path = "runs/lancer", backbone: str = "offline",
                  data_dir: str | None = None, config: LancerConfig | None = None, train_config: TrainConfig | None = None,
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
-                 protocol: str = "default", min_interactions: int = 5) -> dict:
-    "Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once."
+                 protocol: str = "default", min_interactions: int = 5,
+                 knowledge_prompt_from: str | Path | None = None) -> dict:
+    """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
+    `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
+    with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, notebook 14)."""
     t0 = time.time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
     model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
+    if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
     extra = {"dataset": ds.name, "data_dir": data_dir, "min_interactions": min_interactions, "protocol": protocol,
-             "backbone": backbone}
+             "backbone": backbone, "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
     summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra)
     summary["total_wall_time_s"] = round(time.time() - t0, 1)
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
@@ -124,7 +128,8 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
                                  "generated": source.get(int(i), "(filled by similarity)")} for i in ranked[0]]}
 
 # %% ../nbs/11_pipeline.ipynb #937b973c
-PRESETS = ("item-tokens", "item-tokens-overlapping", "text")
+PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")
+MAIN_PRESET = "item-tokens-overlapping-short"                                 # the configuration of `lancer main`
 
 def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
@@ -136,13 +141,16 @@ def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     if name == "item-tokens-overlapping":
         config, train_config = preset("item-tokens", seed)
         return config, replace(train_config, window_stride=2, epochs_stage2=5)
+    if name == "item-tokens-overlapping-short":
+        config, train_config = preset("item-tokens-overlapping", seed)
+        return config, replace(train_config, epochs_stage1=1, epochs_stage2=3)
     raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
 
 # %% ../nbs/11_pipeline.ipynb #8b391796
 def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", data_dir: str | None = None, seed: int = 0,
              config: LancerConfig | None = None, train_config: TrainConfig | None = None,
              backbone_config: OfflineBackboneConfig | None = None, baselines: bool = True,
-             preset_name: str = "item-tokens") -> pd.DataFrame:
+             preset_name: str = MAIN_PRESET) -> pd.DataFrame:
     """Baselines + LANCER on `dataset`; writes output_dir/metrics.json (model -> metrics) and returns the results table.
     LANCER's configuration is `preset_name`'s, unless `config`/`train_config` are given."""
     from lancer.baselines import run_baselines

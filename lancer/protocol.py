@@ -189,9 +189,10 @@ TEMPLATES: dict[str, TextTemplate] = {
 
 
 def template_for(name: str) -> TextTemplate:
-    "The text template of dataset `name` (override fields with `dataclasses.replace`)."
+    """The text template of dataset `name` (override fields with `dataclasses.replace`). A dataset derived from another,
+    named `<name>@<part>` (e.g. half of its catalogue, notebook 14), is written with its source's template."""
     try:
-        return TEMPLATES[name]
+        return TEMPLATES[name.split("@")[0]]
     except KeyError:
         raise KeyError(f"no text template for dataset {name!r}; known: {sorted(TEMPLATES)} "
                        "(add one to lancer.protocol.TEMPLATES or pass a TextTemplate)") from None

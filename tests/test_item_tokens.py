@@ -11,16 +11,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from lancer.ablation import (MAIN_ROW, ablation_table, history_length_table, model_size_table, slug, load_ablation,
-                             run_ablation, run_history_lengths, run_model_sizes, run_template_robustness,
+from lancer.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, cross_dataset_table, history_length_table,
+                             model_size_table, row_configs, slug, load_ablation, run_ablation, run_cross_dataset,
+                             run_history_lengths, run_model_sizes, run_template_robustness, split_catalogue,
                              template_robustness_table)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
 from lancer.mapping import sentence_encoder
 from lancer.model import LancerConfig, load_model, reduced_vectors, prefixed_hidden, recommend, save_model, sequence_batch
-from lancer.pipeline import build_model
-from lancer.protocol import leave_one_out
+from lancer.pipeline import build_model, offline_backbone_path, prepare_data, train_lancer
+from lancer.protocol import leave_one_out, template_for
 from lancer.training import TrainConfig, rule_dataset, select_examples, train
 
 TINY = OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=10, batch_size=16)
@@ -102,7 +103,9 @@ def test_presets_on_the_command_line():
     assert args.preset == "item-tokens-overlapping"
     args = build_parser().parse_args(["train", "--output-dir", "x"])
     assert _configs(args)[0] == LancerConfig()                           # `lancer train` defaults to the paper's text
-    assert build_parser().parse_args(["main"]).preset == "item-tokens"
+    assert build_parser().parse_args(["main"]).preset == "item-tokens-overlapping-short"   # the main job's preset
+    args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens-overlapping-short"])
+    assert (_configs(args)[1].window_stride, _configs(args)[1].epochs_stage1, _configs(args)[1].epochs_stage2) == (2, 1, 3)
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--label-smoothing", "0.2",
                                       "--lm-dropout", "0.3", "--no-reasoning-prompt", "--item-encoder", "knowledge"])
     config = _configs(args)[0]
@@ -213,7 +216,7 @@ def test_run_history_lengths_writes_and_reads(tmp_path, rule_run_data):
 def test_run_model_sizes_writes_and_reads(tmp_path, rule_run_data):
     "Each size gets its own backbone (built once, timed) and one result file per seed; the table keeps MODEL_SIZES' order."
     small = {"n_embd": 32, "n_head": 2, "vocab_size": 400, "epochs": 2, "batch_size": 16}
-    sizes = ["4 layers x 128, 12 epochs", "2 layers x 128, 12 epochs (main job)"]
+    sizes = ["4 layers x 128, 12 epochs", "2 layers x 128, 12 epochs (item-tokens preset)"]
     runs = run_model_sizes(sizes, [0], tmp_path / "out", dataset=rule_run_data, backbone_changes=small,
                            train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
     assert list(runs["size"]) == sizes[::-1]
@@ -252,3 +255,35 @@ def test_run_template_robustness_writes_and_reads(tmp_path, rule_run_data):
     table = template_robustness_table(runs)
     assert list(table.index) == list(perturbations) and table.loc["as trained", "change"] == 0.0
     assert runs["test_ndcg@10"].between(0, 1).all()
+
+
+def test_a_frozen_transferred_knowledge_prompt_reaches_the_target_checkpoint(tmp_path, rule_run_data):
+    "Trained on one catalogue half, the knowledge prompt is loaded into the other half's model and stays as it was."
+    from safetensors.torch import load_file
+    half_a, half_b = split_catalogue(rule_run_data)
+    source, split = prepare_data(half_a)
+    backbone = str(offline_backbone_path(source, template_for(source.name), TINY, split=split))
+    config, train_config = row_configs(MAIN_ROW)
+    train_config = replace(train_config, epochs_stage1=1, epochs_stage2=1, progress=False)
+    train_lancer(source, tmp_path / "a", backbone, config=config, train_config=train_config)
+    frozen = replace(config, freeze_knowledge_prompt=True, knowledge_weight=0.0)
+    train_lancer(half_b, tmp_path / "b", backbone, config=frozen, train_config=train_config,
+                 knowledge_prompt_from=tmp_path / "a" / "best")
+    a, b = (load_file(tmp_path / run / "best" / "prompts.safetensors") for run in ("a", "b"))
+    prompt = [k for k in a if k.startswith("knowledge_prompt.")]
+    assert prompt and all(torch.equal(a[k], b[k]) for k in prompt)
+    assert not torch.equal(a["reasoning.w_q.weight"], b["reasoning.w_q.weight"])   # the rest learned the target
+
+
+def test_run_cross_dataset_writes_and_reads(tmp_path, rule_run_data):
+    "One result file per seed with the source, the target and every transfer condition's test metrics."
+    half_a, half_b = split_catalogue(rule_run_data)
+    runs = run_cross_dataset(half_a, half_b, [0], tmp_path / "out", backbone_config=TINY,
+                             train_changes={"epochs_stage1": 1, "epochs_stage2": 1, "progress": False})
+    assert list(runs["condition"]) == list(TRANSFER_CONDITIONS) and runs["test_ndcg@10"].between(0, 1).all()
+    result = json.loads((tmp_path / "out" / "seed0.json").read_text())
+    assert (result["source"], result["target"]) == ("ml-100k@A", "ml-100k@B")
+    assert "run_cross_dataset('ml-100k@A', 'ml-100k@B', seeds=[0], train_changes=" in result["command"]
+    table, score = cross_dataset_table(runs), runs.set_index("condition")["test_ndcg@10"]
+    change = table.loc["own knowledge prompt", "change vs random knowledge prompt, frozen"]
+    assert change == pytest.approx(score["own knowledge prompt"] - score["random knowledge prompt, frozen"])
