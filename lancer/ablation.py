@@ -26,8 +26,8 @@ from .protocol import Example, template_for
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES',
-           'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'TRANSFER_CONDITIONS', 'DECODING_ROW', 'slug',
-           'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
+           'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'CATALOGUE_HALVES', 'TRANSFER_CONDITIONS', 'DECODING_ROW',
+           'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
            'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths', 'history_length_table',
            'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table', 'run_template_robustness',
            'load_template_robustness', 'template_robustness_table', 'split_catalogue', 'run_cross_dataset',
@@ -430,6 +430,7 @@ def _sub_catalogue(ds: SeqDataset, keep: np.ndarray, name: str) -> SeqDataset:
                       timestamps)
 
 # %% ../nbs/14_ablation.ipynb #4de8d0af
+CATALOGUE_HALVES = (("ml-100k@A", "ml-100k@B"), ("ml-100k@B", "ml-100k@A"))   # the offline (source, target) pairs
 TRANSFER_CONDITIONS: dict[str, tuple[dict, bool]] = {  # name: (LancerConfig changes on the target, start from the source's prompt)
     "own knowledge prompt": ({}, False),
     "source's knowledge prompt, frozen": ({"freeze_knowledge_prompt": True, "knowledge_weight": 0.0}, True),
@@ -445,14 +446,15 @@ def _transfer_data(dataset: str | SeqDataset, data_dir: str | None, min_interact
     return split_catalogue(prepare_data(base, data_dir, min_interactions)[0])[part == "B"]
 
 def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds: Sequence[int] = (0, 1, 2),
-                      output_dir: str | Path = "results/cross-dataset", row: str = MAIN_ROW, data_dir: str | None = None,
+                      output_dir: str | Path | None = None, row: str = MAIN_ROW, data_dir: str | None = None,
                       conditions: dict[str, tuple[dict, bool]] | None = None, train_changes: dict | None = None,
                       backbone_config: OfflineBackboneConfig | None = None, min_interactions: int = 5) -> pd.DataFrame:
     """Train LANCER (`row`) on `source`, then on `target` under each of `conditions` (`TRANSFER_CONDITIONS` by default),
-    every run on the offline backbone built from `source`; one JSON per seed in `output_dir` (seeds on disk are
-    skipped). Returns `load_cross_dataset(output_dir)`."""
+    every run on the offline backbone built from `source`; one JSON per seed in `output_dir` (by default
+    `results/cross-dataset/<source>-to-<target>`; seeds on disk are skipped). Returns `load_cross_dataset(output_dir)`."""
     conditions = TRANSFER_CONDITIONS if conditions is None else conditions
-    out = Path(output_dir)
+    names = [d if isinstance(d, str) else d.name for d in (source, target)]
+    out = Path(output_dir) if output_dir is not None else Path("results/cross-dataset") / "-to-".join(map(slug, names))
     for seed in seeds:
         path = out / f"seed{seed}.json"
         if path.exists(): continue
@@ -471,7 +473,6 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
                 runs[name] = train_lancer(tgt, Path(run_dir) / slug(name), backbone, config=replace(config, **changes),
                                           train_config=train_config, min_interactions=min_interactions,
                                           knowledge_prompt_from=Path(run_dir) / "source" / "best" if from_source else None)
-        names = ", ".join(repr(d if isinstance(d, str) else d.name) for d in (source, target))
         changes = f", train_changes={train_changes!r}" if train_changes else ""
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({
@@ -481,10 +482,10 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
             "conditions": {name: {"config_changes": c, "source_prompt": s} for name, (c, s) in conditions.items()},
             "wall_time_s": round(time.time() - t0, 1),
             "command": f'python -c "from lancer.ablation import run_cross_dataset; '
-                       f'run_cross_dataset({names}, seeds=[{seed}]{changes})"'}, indent=2))
+                       f'run_cross_dataset({names[0]!r}, {names[1]!r}, seeds=[{seed}]{changes})"'}, indent=2))
     return load_cross_dataset(out)
 
-def load_cross_dataset(output_dir: str | Path = "results/cross-dataset") -> pd.DataFrame:
+def load_cross_dataset(output_dir: str | Path) -> pd.DataFrame:
     "One line per (seed, condition): the target's test metrics."
     return _lines_per_seed(output_dir, "condition", "cross-dataset")
 
