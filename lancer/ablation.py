@@ -295,8 +295,8 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
                     output_dir: str | Path = "results/model-size", dataset: str | SeqDataset = "ml-100k",
                     data_dir: str | None = None, train_changes: dict | None = None,
                     backbone_changes: dict | None = None, pretrained: dict[str, str] | None = None) -> pd.DataFrame:
-    """Train the `item-tokens` preset with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of `pretrained`,
-    by default `PRETRAINED_BACKBONES`) and each seed (runs already on disk are skipped); one JSON per run in
+    """Train the `item-tokens` preset with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of
+    `pretrained`, by default `PRETRAINED_BACKBONES`) and each seed (runs already on disk are skipped); one JSON per run in
     `output_dir/<size>/seed<k>.json`. `train_changes` apply to every run (e.g. bf16 on a GPU, or short test runs),
     `backbone_changes` to every offline backbone. Returns `load_model_sizes(output_dir)`."""
     from lancer.backbone import load_backbone
@@ -455,16 +455,19 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
     conditions = TRANSFER_CONDITIONS if conditions is None else conditions
     names = [d if isinstance(d, str) else d.name for d in (source, target)]
     out = Path(output_dir) if output_dir is not None else Path("results/cross-dataset") / "-to-".join(map(slug, names))
+    data = None                                         # (source, target, backbone path), once, when a seed needs them
     for seed in seeds:
         path = out / f"seed{seed}.json"
         if path.exists(): continue
         t0 = time.time()
         config, train_config = row_configs(row, seed)
         train_config = replace(train_config, **(train_changes or {}))
-        src, tgt = (_transfer_data(d, data_dir, min_interactions) for d in (source, target))
-        src, src_split = prepare_data(src, min_interactions=min_interactions, max_history=config.max_history)
-        backbone = str(offline_backbone_path(src, template_for(src.name), backbone_config or OfflineBackboneConfig(),
-                                             split=src_split))
+        if data is None:
+            src, tgt = (_transfer_data(d, data_dir, min_interactions) for d in (source, target))
+            src, src_split = prepare_data(src, min_interactions=min_interactions, max_history=config.max_history)
+            data = src, tgt, str(offline_backbone_path(src, template_for(src.name), backbone_config or
+                                                       OfflineBackboneConfig(), split=src_split))
+        src, tgt, backbone = data
         runs = {}
         with tempfile.TemporaryDirectory() as run_dir:
             source_run = train_lancer(src, Path(run_dir) / "source", backbone, config=config, train_config=train_config,
@@ -473,7 +476,7 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
                 runs[name] = train_lancer(tgt, Path(run_dir) / slug(name), backbone, config=replace(config, **changes),
                                           train_config=train_config, min_interactions=min_interactions,
                                           knowledge_prompt_from=Path(run_dir) / "source" / "best" if from_source else None)
-        changes = f", train_changes={train_changes!r}" if train_changes else ""
+        extra_args = f", train_changes={train_changes!r}" if train_changes else ""
         out.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({
             "seed": seed, "row": row, "source": src.name, "target": tgt.name, "source_test": source_run["lancer"],
@@ -482,7 +485,7 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
             "conditions": {name: {"config_changes": c, "source_prompt": s} for name, (c, s) in conditions.items()},
             "wall_time_s": round(time.time() - t0, 1),
             "command": f'python -c "from lancer.ablation import run_cross_dataset; '
-                       f'run_cross_dataset({names[0]!r}, {names[1]!r}, seeds=[{seed}]{changes})"'}, indent=2))
+                       f'run_cross_dataset({names[0]!r}, {names[1]!r}, seeds=[{seed}]{extra_args})"'}, indent=2))
     return load_cross_dataset(out)
 
 def load_cross_dataset(output_dir: str | Path) -> pd.DataFrame:

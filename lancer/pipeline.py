@@ -80,7 +80,8 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
     extra = {"dataset": ds.name, "data_dir": data_dir, "min_interactions": min_interactions, "protocol": protocol,
-             "backbone": backbone, "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
+             "backbone": backbone,
+             "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
     summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra)
     summary["total_wall_time_s"] = round(time.time() - t0, 1)
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
