@@ -404,14 +404,21 @@ def _lines_per_seed(output_dir: str | Path, column: str, what: str,
     if not lines: raise FileNotFoundError(f"no {what} results (seed*.json) under {output_dir}")
     return pd.DataFrame(lines)
 
+def _changes(runs: pd.DataFrame, column: str, metric: str, base: str) -> pd.DataFrame:
+    """Per entry of `column` (in order of appearance): the mean over seeds of its `metric` minus `base`'s, and in how
+    many seeds it is lower and higher."""
+    names = list(dict.fromkeys(runs[column]))
+    wide = runs.pivot(index="seed", columns=column, values=metric)
+    diff = wide[names].sub(wide[base], axis=0)
+    return pd.DataFrame({"change": diff.mean(), "seeds lower": (diff < 0).sum(), "seeds higher": (diff > 0).sum()}).loc[names]
+
 def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataFrame:
     "Per perturbation: mean ± std of `metric` over seeds, and its mean change from the trained template, seed by seed."
-    wide = runs.pivot(index="seed", columns="template", values=metric)
-    base = wide["as trained"] if "as trained" in wide else wide.iloc[:, 0]
     names = list(dict.fromkeys(runs["template"]))
+    changes = _changes(runs, "template", metric, "as trained" if "as trained" in names else min(names))
     return pd.DataFrame({metric: _mean_std(runs.groupby("template", sort=False)[metric]).loc[names],
-                         "change": [(wide[n] - base).mean() for n in names],
-                         "seeds lower": [int((wide[n] < base).sum()) for n in names]}, index=pd.Index(names, name="template"))
+                         "change": changes["change"], "seeds lower": changes["seeds lower"]},
+                        index=pd.Index(names, name="template"))
 
 # %% ../nbs/14_ablation.ipynb #ff3f358c
 def split_catalogue(ds: SeqDataset, seed: int = 0) -> tuple[SeqDataset, SeqDataset]:
@@ -499,9 +506,8 @@ def cross_dataset_table(runs: pd.DataFrame, metrics: Sequence[str] = ("test_ndcg
     names = list(dict.fromkeys(runs["condition"]))
     table = pd.DataFrame({m: _mean_std(runs.groupby("condition", sort=False)[m]).loc[names] for m in metrics})
     if control in names:
-        wide = runs.pivot(index="seed", columns="condition", values=metrics[0])
-        table[f"change vs {control}"] = [(wide[n] - wide[control]).mean() for n in names]
-        table["seeds higher"] = [int((wide[n] > wide[control]).sum()) for n in names]
+        changes = _changes(runs, "condition", metrics[0], control)
+        table[f"change vs {control}"], table["seeds higher"] = changes["change"], changes["seeds higher"]
     return table.rename_axis("condition")
 
 # %% ../nbs/14_ablation.ipynb #8b604f86
