@@ -201,12 +201,14 @@ def plot_ablation(runs: pd.DataFrame, metric: str = "test_ndcg@10"):
 # %% ../nbs/14_ablation.ipynb #6245c096
 HISTORY_LENGTHS = (1, 2, 3, 5, 10)
 
-def truncated_history_metrics(rank: Callable[[list[list[int]]], list[list[int]]], examples: Sequence[Example],
+def truncated_history_metrics(rank: Callable[[list[list[int]], list[np.ndarray]], list[list[int]]],
+                              examples: Sequence[Example],
                               lengths: Sequence[int] = HISTORY_LENGTHS) -> dict[int, dict[str, float]]:
-    "Metrics of `rank` (histories -> top-10 item lists) on `examples` with every history cut to its last `L` items, per `L`."
+    """Metrics of `rank` ((histories, seen items) -> top-10 item lists) on `examples` with every history cut to its last
+    `L` items, per `L`; the items to leave out of the lists are each example's full `seen` set (the protocol's)."""
     if not lengths or min(lengths) < 1: raise ValueError(f"history lengths must be >= 1, got {list(lengths)}")
-    targets = [int(e.target) for e in examples]
-    return {L: evaluate(rank([[int(i) for i in e.history[-L:]] for e in examples]), targets) for L in lengths}
+    targets, seen = [int(e.target) for e in examples], [e.seen for e in examples]
+    return {L: evaluate(rank([[int(i) for i in e.history[-L:]] for e in examples], seen), targets) for L in lengths}
 
 def _seeds_to_run(row: str, seeds: Sequence[int], out: Path, dataset: str | SeqDataset, data_dir: str | None,
                    train_changes: dict | None, min_interactions: int = 5):
@@ -238,10 +240,11 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
             train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
                          backbone_config=backbone_config, min_interactions=min_interactions)
             model = load_model(Path(run_dir) / "best", ds.items)
-            lancer = truncated_history_metrics(lambda hs: recommend(model, hs, k=10, progress=False)[0], split.test, lengths)
+            lancer = truncated_history_metrics(lambda hs, seen: recommend(model, hs, k=10, exclude=seen, progress=False)[0],
+                                               split.test, lengths)
         sasrec, _ = train_baseline("sasrec", split, BaselineTrainConfig(**{"seed": seed, "show_progress": False,
                                                                           **(baseline_train or {})}))
-        rank_sasrec = lambda hs: topk_from_scores(score_all_items(sasrec, [np.array(h) for h in hs]), 10).tolist()
+        rank_sasrec = lambda hs, seen: topk_from_scores(score_all_items(sasrec, [np.array(h) for h in hs]), 10, seen).tolist()
         results = {"LANCER": lancer, "SASRec": truncated_history_metrics(rank_sasrec, split.test, lengths)}
         out.mkdir(parents=True, exist_ok=True)
         command = f"lancer history-lengths --seeds {seed}" + ("" if row == MAIN_ROW else f" --row {row!r}")
@@ -561,14 +564,14 @@ def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams
     if model.config.item_tokens != "none":
         raise ValueError("compare_decodings needs a text model (item_tokens='none'); item-token models rank the "
                          "catalogue by their softmax and have no decoding to compare")
-    histories, targets = [ex.history for ex in examples], [ex.target for ex in examples]
+    histories, targets, seen = [ex.history for ex in examples], [ex.target for ex in examples], [ex.seen for ex in examples]
     mappers = text_mappers(model) if mappers is None else mappers
     published = next(iter(mappers.values()))
     generated = {}
     for decoding in ("constrained", "free", "greedy"):
         t0 = time.time()
         _, beams = recommend(model, histories, num_beams=num_beams, decoding=decoding, mapper=published,
-                             batch_size=batch_size, progress=progress)
+                             batch_size=batch_size, exclude=seen, progress=progress)
         generated[decoding] = (beams, time.time() - t0)
     runs = [("constrained beams", "constrained", published)]
     runs += [(f"free beams + {name}", "free", mapper) for name, mapper in mappers.items()]
@@ -577,7 +580,7 @@ def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams
     for name, decoding, mapper in runs:
         beams, generate_s = generated[decoding]
         t0 = time.time()
-        ranked = rank_items(beams, mapper, k=10)
+        ranked = rank_items(beams, mapper, k=10, exclude=seen)
         results[name] = evaluate(ranked, targets) | {"generate_s": round(generate_s, 1), "map_s": round(time.time() - t0, 1),
                                                      "distinct_items": _distinct_items(beams, mapper)}
     return results

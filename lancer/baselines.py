@@ -20,13 +20,13 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import SeqDataset, filter_min_interactions, load_dataset
-from .protocol import Example, Split, leave_one_out, seen_items
-from .metrics import evaluate, topk_from_scores
+from .protocol import Example, Split, leave_one_out
+from .metrics import evaluate_ranks, ranks_from_scores
 
 # %% auto #0
 __all__ = ['BASELINES', 'pad_left', 'MostPopular', 'SASRecConfig', 'CausalSelfAttention', 'Block', 'SASRec', 'GRU4RecConfig',
-           'GRU4Rec', 'score_all_items', 'evaluate_model', 'training_windows', 'TrainConfig', 'fit', 'build_baseline',
-           'train_baseline', 'run_baselines']
+           'GRU4Rec', 'NARMConfig', 'NARM', 'score_all_items', 'model_ranks', 'evaluate_model', 'training_windows',
+           'TrainConfig', 'fit', 'build_baseline', 'train_baseline', 'run_baselines']
 
 # %% ../nbs/03_baselines.ipynb #abb78ef7
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, pad_id: int) -> torch.Tensor:
@@ -175,6 +175,47 @@ class GRU4Rec(nn.Module):
         "Next-item scores `[B, n_items]` from the last position."
         return self.logits(self(seqs)[:, -1])
 
+# %% ../nbs/03_baselines.ipynb #a6f1e366
+@dataclass
+class NARMConfig:
+    n_items: int                 # catalogue size (the padding id is n_items)
+    max_len: int = 10            # history cap
+    n_embd: int = 64
+    hidden: int = 128
+    dropout: float = 0.25        # on the item embeddings
+    out_dropout: float = 0.5     # on [global; local] before the bilinear decoder
+
+class NARM(nn.Module):
+    "GRU states read two ways, the last one (global) and an attention-weighted sum (local), scored bilinearly."
+    def __init__(self, cfg: NARMConfig):
+        super().__init__()
+        self.cfg, self.n_items, self.pad_id, self.max_len = cfg, cfg.n_items, cfg.n_items, cfg.max_len
+        self.item_emb = nn.Embedding(cfg.n_items + 1, cfg.n_embd, padding_idx=cfg.n_items)
+        self.gru = nn.GRU(cfg.n_embd, cfg.hidden, batch_first=True)
+        self.a1, self.a2 = nn.Linear(cfg.hidden, cfg.hidden, bias=False), nn.Linear(cfg.hidden, cfg.hidden, bias=False)
+        self.v = nn.Linear(cfg.hidden, 1, bias=False)
+        self.decoder = nn.Linear(2 * cfg.hidden, cfg.n_embd, bias=False)                # B
+        self.drop, self.out_drop = nn.Dropout(cfg.dropout), nn.Dropout(cfg.out_dropout)
+        nn.init.normal_(self.item_emb.weight, std=0.02)
+
+    def forward(self, seqs: torch.Tensor) -> torch.Tensor:
+        "Outputs `[B, T, d]` for left-padded histories `seqs [B, T]`: position t summarises positions <= t."
+        T = seqs.shape[1]
+        h, _ = self.gru(self.drop(self.item_emb(seqs)))                                   # [B, T, H]
+        e = self.v(torch.sigmoid(self.a1(h)[:, :, None] + self.a2(h)[:, None])).squeeze(-1)  # [B, T(t), T(j)]
+        causal = torch.ones(T, T, dtype=torch.bool, device=seqs.device).tril()
+        alpha = e * (causal & (seqs != self.pad_id)[:, None, :])                          # padding and future: 0
+        local = alpha @ h                                                                 # [B, T, H]
+        return self.decoder(self.out_drop(torch.cat([h, local], -1)))                     # [B, T, d]
+
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        "Scores over the catalogue `[..., n_items]` from outputs `[..., d]`."
+        return h @ self.item_emb.weight[: self.n_items].T
+
+    def item_scores(self, seqs: torch.Tensor) -> torch.Tensor:
+        "Next-item scores `[B, n_items]` from the last position."
+        return self.logits(self(seqs)[:, -1])
+
 # %% ../nbs/03_baselines.ipynb #05c85494
 @torch.no_grad()
 def score_all_items(model: nn.Module, histories: Sequence[np.ndarray], batch_size: int = 1024,
@@ -188,16 +229,21 @@ def score_all_items(model: nn.Module, histories: Sequence[np.ndarray], batch_siz
     model.train(was_training)
     return torch.cat(out) if out else torch.zeros(0, model.n_items)
 
-def evaluate_model(model: nn.Module, examples: Sequence[Example], exclude: Sequence[np.ndarray] | None = None,
-                   ks: Sequence[int] = (5, 10), batch_size: int = 1024) -> dict[str, float]:
-    "Full-catalogue ranking of each example's target -> `lancer.metrics.evaluate` metrics (top max(ks) lists)."
-    k, ranked = max(ks), []
+def model_ranks(model: nn.Module, examples: Sequence[Example], exclude_seen: bool = True,
+                batch_size: int = 1024) -> np.ndarray:
+    "Each example's target rank `[n]` in the full catalogue ranking by `model` (without `example.seen` if `exclude_seen`)."
+    ranks = []
     for i in range(0, len(examples), batch_size):
         chunk = examples[i:i + batch_size]
         scores = score_all_items(model, [e.history for e in chunk], batch_size)
-        excl = list(exclude[i:i + batch_size]) if exclude is not None else None
-        ranked.extend(topk_from_scores(scores, k, exclude=excl).tolist())
-    return evaluate(ranked, [int(e.target) for e in examples], ks=ks)
+        ranks.append(ranks_from_scores(scores, [int(e.target) for e in chunk],
+                                       exclude=[e.seen for e in chunk] if exclude_seen else None))
+    return np.concatenate(ranks)
+
+def evaluate_model(model: nn.Module, examples: Sequence[Example], exclude_seen: bool = True,
+                   ks: Sequence[int] = (5, 10), batch_size: int = 1024) -> dict[str, float]:
+    "`lancer.metrics.evaluate_ranks` of the full-catalogue ranks of `examples`' targets."
+    return evaluate_ranks(model_ranks(model, examples, exclude_seen, batch_size), ks)
 
 # %% ../nbs/03_baselines.ipynb #585aad54
 def training_windows(train: Sequence[np.ndarray], max_len: int, stride: int | None = None,
@@ -236,7 +282,8 @@ class TrainConfig:
     patience: int = 10           # epochs without validation NDCG@10 improvement before stopping
     stride: int | None = None    # window stride (None = max_len: each target once per epoch)
     every_position: bool = False # every position of every window a target (with stride < max_len: targets recur)
-    exclude_seen: bool = False   # remove already-seen items from the rankings (paper protocol: False)
+    exclude_seen: bool = True    # rank without the user's already-seen items (standard protocol; published: False)
+    label_smoothing: float = 0.0 # label smoothing of the full-softmax loss (LANCER's item-token presets use 0.1)
     seed: int = 0
     eval_batch_size: int = 1024
     show_progress: bool = True
@@ -249,7 +296,7 @@ def fit(model: nn.Module, split: Split, cfg: TrainConfig = TrainConfig()) -> dic
     torch.manual_seed(cfg.seed)
     rng, gen = np.random.default_rng(cfg.seed), torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    exclude = seen_items(split, "valid") if cfg.exclude_seen else None
+
     best, best_epoch, best_state, log, t0 = -1.0, 0, None, [], time.time()
     bar = tqdm(range(1, cfg.epochs + 1), desc=type(model).__name__, disable=not cfg.show_progress)
     for epoch in bar:
@@ -261,12 +308,13 @@ def fit(model: nn.Module, split: Split, cfg: TrainConfig = TrainConfig()) -> dic
             idx = perm[i:i + cfg.batch_size]
             x, y = xs[idx], ys[idx]                                         # [b, T], [b, T]
             keep = y >= 0
-            loss = F.cross_entropy(model.logits(model(x)[keep]), y[keep])   # full softmax over all items
+            loss = F.cross_entropy(model.logits(model(x)[keep]), y[keep],   # full softmax over all items
+                                   label_smoothing=cfg.label_smoothing)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total += loss.item() * len(idx)
-        valid = evaluate_model(model, split.valid, exclude, batch_size=cfg.eval_batch_size)
+        valid = evaluate_model(model, split.valid, cfg.exclude_seen, batch_size=cfg.eval_batch_size)
         log.append({"epoch": epoch, "loss": total / max(1, len(xs)), **{f"valid_{k}": v for k, v in valid.items()}})
         if valid["ndcg@10"] > best:
             best, best_epoch, best_state = valid["ndcg@10"], epoch, copy.deepcopy(model.state_dict())
@@ -278,14 +326,15 @@ def fit(model: nn.Module, split: Split, cfg: TrainConfig = TrainConfig()) -> dic
             "train_time_s": time.time() - t0, "log": log}
 
 # %% ../nbs/03_baselines.ipynb #6eac9e3c
-BASELINES = ("pop", "sasrec", "gru4rec")
+BASELINES = ("pop", "sasrec", "gru4rec", "narm")
+_MODELS = {"sasrec": (SASRec, SASRecConfig), "gru4rec": (GRU4Rec, GRU4RecConfig), "narm": (NARM, NARMConfig)}
 
 def build_baseline(name: str, n_items: int, max_len: int, **overrides) -> nn.Module:
-    "A fresh (untrained) baseline by name: 'pop', 'sasrec' or 'gru4rec'; `overrides` go to its config."
+    "A fresh (untrained) baseline by name (one of `BASELINES`); `overrides` go to its config."
     if name == "pop": return MostPopular(n_items)
-    if name == "sasrec": return SASRec(SASRecConfig(n_items=n_items, max_len=max_len, **overrides))
-    if name == "gru4rec": return GRU4Rec(GRU4RecConfig(n_items=n_items, max_len=max_len, **overrides))
-    raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+    if name not in _MODELS: raise ValueError(f"unknown baseline {name!r}; choose from {BASELINES}")
+    model, config = _MODELS[name]
+    return model(config(n_items=n_items, max_len=max_len, **overrides))
 
 def train_baseline(name: str, split: Split, train_cfg: TrainConfig = TrainConfig(), max_len: int | None = None,
                    **overrides) -> tuple[nn.Module, dict]:
@@ -296,7 +345,7 @@ def train_baseline(name: str, split: Split, train_cfg: TrainConfig = TrainConfig
     model = build_baseline(name, split.n_items, max_len, **overrides)
     if name == "pop":
         model.fit(split.train)
-        details = {"valid": evaluate_model(model, split.valid, seen_items(split, "valid") if train_cfg.exclude_seen else None)}
+        details = {"valid": evaluate_model(model, split.valid, train_cfg.exclude_seen)}
     else:
         details = fit(model, split, train_cfg)
         details = {"config": asdict(model.cfg), "train": asdict(train_cfg), **details,
@@ -307,11 +356,13 @@ def train_baseline(name: str, split: Split, train_cfg: TrainConfig = TrainConfig
 
 def run_baselines(dataset: str | SeqDataset = "ml-100k", data_dir: str | Path | None = None,
                   output_dir: str | Path | None = None, seed: int = 0, max_history: int = 10,
-                  models: Sequence[str] = BASELINES, min_interactions: int = 5, exclude_seen: bool = False,
+                  models: Sequence[str] = BASELINES, min_interactions: int = 5, exclude_seen: bool = True,
                   train: dict | None = None, sasrec: dict | None = None, gru4rec: dict | None = None,
-                  show_progress: bool = True, num_threads: int | None = None) -> dict[str, dict[str, float]]:
-    """Train and test the baselines with the default protocol; returns `{model: {metric: value}}`.
-    `train`, `sasrec`, `gru4rec` override `TrainConfig`, `SASRecConfig`, `GRU4RecConfig` fields."""
+                  narm: dict | None = None, show_progress: bool = True,
+                  num_threads: int | None = None) -> dict[str, dict[str, float]]:
+    """Train and test the baselines with the default protocol; returns `{model: {metric: value}}` and writes it to
+    `output_dir/metrics.json`, the test targets' ranks to `output_dir/ranks.json` (model -> one rank per test user).
+    `train`, `sasrec`, `gru4rec`, `narm` override `TrainConfig`, `SASRecConfig`, `GRU4RecConfig`, `NARMConfig` fields."""
     for name in models:
         if name not in BASELINES: raise ValueError(f"run_baselines: unknown model {name!r}; choose from {BASELINES}")
     if num_threads: torch.set_num_threads(num_threads)
@@ -319,18 +370,19 @@ def run_baselines(dataset: str | SeqDataset = "ml-100k", data_dir: str | Path | 
     ds, _ = filter_min_interactions(ds, min_interactions)
     split = leave_one_out(ds, max_history=max_history)
     train_cfg = TrainConfig(**{**dict(seed=seed, exclude_seen=exclude_seen, show_progress=show_progress), **(train or {})})
-    overrides = {"pop": {}, "sasrec": sasrec or {}, "gru4rec": gru4rec or {}}
-    test_exclude = seen_items(split, "test") if exclude_seen else None
-    metrics, details = {}, {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
+    overrides = {"pop": {}, "sasrec": sasrec or {}, "gru4rec": gru4rec or {}, "narm": narm or {}}
+    metrics, ranks, details = {}, {}, {"dataset": ds.name, "n_users": ds.n_users, "n_items": ds.n_items,
                             "max_history": max_history, "seed": seed, "exclude_seen": exclude_seen, "models": {}}
     for name in models:
         model, det = train_baseline(name, split, train_cfg, **overrides[name])
         t0 = time.time()
-        metrics[name] = evaluate_model(model, split.test, test_exclude)    # the test targets, once
+        ranks[name] = model_ranks(model, split.test, exclude_seen)           # the test targets, once
+        metrics[name] = evaluate_ranks(ranks[name])
         det["test_time_s"] = time.time() - t0
         details["models"][name] = det
     if output_dir is not None:
         out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
         (out / "baselines_details.json").write_text(json.dumps(details, indent=2))
+        (out / "ranks.json").write_text(json.dumps({name: r.tolist() for name, r in ranks.items()}))
     return metrics

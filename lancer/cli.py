@@ -14,8 +14,8 @@ __all__ = ['DATASETS', 'PRESETS', 'MAIN_PRESET', 'BASELINES', 'build_parser', 'r
 # %% ../nbs/12_cli.ipynb #4c7529fa
 DATASETS = ("ml-100k", "ml-1m", "mind-small", "goodreads-poetry")
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")  # lancer.pipeline.PRESETS
-MAIN_PRESET = "item-tokens-overlapping-short"                    # lancer.pipeline.MAIN_PRESET (neither imports torch)
-BASELINES = ("pop", "sasrec", "gru4rec")                         # lancer.baselines.BASELINES, likewise
+MAIN_PRESET = "item-tokens"                                      # lancer.pipeline.MAIN_PRESET (neither imports torch)
+BASELINES = ("pop", "sasrec", "gru4rec", "narm")                 # lancer.baselines.BASELINES, likewise
 
 def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--dataset", default="ml-100k", help=f"one of {', '.join(DATASETS)} (default: ml-100k)")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="load a dataset and print its statistics before/after filtering")
     _add_data(p)
     p.add_argument("--min-interactions", type=int, default=5)
-    p = sub.add_parser("baselines", help="train and evaluate Pop, SASRec and GRU4Rec")
+    p = sub.add_parser("baselines", help="train and evaluate Pop, SASRec, GRU4Rec and NARM")
     _add_data(p)
     p.add_argument("--output-dir", required=True)
     p.add_argument("--seed", type=int, default=0)
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, help="training-window stride (default: the history cap)")
     p.add_argument("--every-position", action="store_true",
                    help="every position of every window a target (with --stride below the cap, targets recur)")
+    p.add_argument("--include-seen", action="store_true", help="rank the users' already-seen items too (not standard)")
     p = sub.add_parser("train", help="train LANCER (two stages) and evaluate it on the test split")
     _add_data(p); _add_training(p)
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test (or validation) split")
@@ -101,20 +102,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["test", "valid"], default="test")
     p.add_argument("--num-beams", type=int, default=10)
     p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained")
+    p.add_argument("--include-seen", action="store_true", help="rank the users' already-seen items too (not standard)")
     p = sub.add_parser("recommend", help="print a user's recent history and top-10 from a checkpoint")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--user", required=True, help="raw user id, as in the dataset's files")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained")
+    p.add_argument("--include-seen", action="store_true", help="also recommend items the user has interacted with")
     p = sub.add_parser("main", help="the README's main job: baselines and LANCER on one split, one table")
     _add_data(p)
     p.add_argument("--output-dir", default="runs/main")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-baselines", action="store_true")
-    p.add_argument("--preset", choices=PRESETS, default=MAIN_PRESET,
-                   help=f"LANCER's configuration (default: {MAIN_PRESET}, item tokens + catalogue softmax on overlapping "
-                        "windows, sized for about 15 minutes); item-tokens-overlapping trains it longer, text is the "
-                        "paper's text generation")
+    p.add_argument("--selection-dir", default=None,
+                   help="where `lancer select` wrote the models' selection records (default: "
+                        "results/selection/DATASET/cap10); each model runs the configuration its record chose")
+    p.add_argument("--preset", choices=PRESETS, default=None,
+                   help=f"run this LANCER preset instead of the selected configuration (without a record: {MAIN_PRESET}); "
+                        "text is the paper's text generation")
+    p = sub.add_parser("select", help="choose a model's configuration on validation (test locked), then test it once")
+    _add_data(p)
+    p.add_argument("--model", default="lancer", choices=("lancer", *BASELINES), help="whose candidates (default: lancer)")
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="the same seeds for every candidate")
+    p.add_argument("--max-history", type=int, default=10, help="history cap of the split (a table per cap)")
+    p.add_argument("--results-dir", default="results/selection", help="selection records, test results, tables")
+    p.add_argument("--runs-dir", default="runs/selection", help="the candidates' trained models")
+    p.add_argument("--test", action="store_true", help="test the chosen candidate once per seed (after selection)")
+    p.add_argument("--table", action="store_true", help="print the table of every tested model (CIs, paired differences)")
     p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
     p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row of lancer.ablation.ABLATIONS)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -205,7 +219,8 @@ def run(args) -> int:
         from lancer.metrics import results_table
         metrics = run_baselines(dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
                                 max_history=args.max_history, models=args.models,
-                                train={"stride": args.stride, "every_position": args.every_position})
+                                train={"stride": args.stride, "every_position": args.every_position},
+                                exclude_seen=not args.include_seen)
         print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "train":
         from lancer.pipeline import train_lancer
@@ -216,10 +231,11 @@ def run(args) -> int:
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":
         from lancer.pipeline import evaluate_checkpoint
-        _print_metrics(evaluate_checkpoint(args.checkpoint, args.split, args.num_beams, args.decoding))
+        _print_metrics(evaluate_checkpoint(args.checkpoint, args.split, args.num_beams, args.decoding,
+                                           exclude_seen=not args.include_seen))
     elif args.command == "recommend":
         from lancer.pipeline import recommend_for_user
-        rec = recommend_for_user(args.checkpoint, args.user, k=args.k, decoding=args.decoding)
+        rec = recommend_for_user(args.checkpoint, args.user, k=args.k, decoding=args.decoding, include_seen=args.include_seen)
         print(f"user {rec['user']}, recent history (oldest first):")
         for d in rec["history"]: print(f"  {d}")
         print(f"top-{len(rec['recommendations'])}:")
@@ -227,8 +243,18 @@ def run(args) -> int:
             print(f"  {r:2d}. {x['display']}   <- generated: {x['generated']!r}")
     elif args.command == "main":
         from lancer.pipeline import main_job
-        main_job(args.dataset, args.output_dir, args.data_dir, args.seed, baselines=not args.no_baselines,
-                 preset_name=args.preset)
+        selection_dir = args.selection_dir or f"results/selection/{args.dataset}/cap10"
+        main_job(args.dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
+                 baselines=not args.no_baselines)
+    elif args.command == "select":
+        from lancer.selection import comparison, select, evaluate_chosen
+        where = dict(dataset=args.dataset, data_dir=args.data_dir, max_history=args.max_history,
+                     results_dir=args.results_dir)
+        if args.table: print(comparison(args.dataset, args.max_history, args.results_dir).to_string(float_format="{:.4f}".format))
+        elif args.test: _print_metrics(evaluate_chosen(args.model, runs_dir=args.runs_dir, **where)["seeds"]["0"]["metrics"])
+        else:
+            record = select(args.model, args.seeds, runs_dir=args.runs_dir, **where)
+            print(f"chosen: {record['chosen']} (rule: {record['rule']})")
     elif args.command == "ablation":
         from lancer.ablation import ABLATIONS, ablation_table, run_ablation
         rows = [] if args.baselines_only else args.rows or list(ABLATIONS)

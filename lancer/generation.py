@@ -103,7 +103,7 @@ def _check_positions(lm, pos: Tensor, max_new_tokens: int, start: int) -> None:
                          f"model's {n_pos} positions; shorten the history (fewer items or tokens per item)")
 
 def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_new_tokens, stop, offset_positions,
-                    start=0, trie=None) -> list[list[str]]:
+                    start=0, trie=None, blocked=None) -> list[list[str]]:
     "Beams for one mini-batch of users (see `generate`); `start` = index of its first user (for error messages)."
     dev = lm.device
     ids, mask = left_pad(tokenizer, prompts)                                   # [B, S], [B, S]
@@ -122,7 +122,8 @@ def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_
         cache = lm(input_ids=ids[:, :-1], attention_mask=full_mask[:, :-1], position_ids=pos[:, :-1], cache=cache,
                    use_cache=True).cache                                       # T + S - 1 positions, B rows
     cache = beam_cache(cache, num_beams, max_new_tokens + 1)                   # ... then is copied to its beams
-    allowed = None if trie is None else (lambda b, row: trie.allowed(row[1:].tolist()))  # row = last prompt token + new
+    allowed = None if trie is None else (                                      # row = last prompt token + new ones
+        lambda b, row: trie.allowed(row[1:].tolist(), frozenset() if blocked is None else blocked[b]))
     out = lm.generate(input_ids=ids[:, -1:], attention_mask=full_mask, position_ids=pos[:, -1:], cache=cache,
                       generation_config=cfg, tokenizer=tokenizer if stop and trie is None else None,
                       prefix_allowed_tokens_fn=allowed)                        # [B * num_beams, 1 + new]
@@ -135,17 +136,22 @@ class ItemTrie:
     "Prefix tree over token sequences (one per catalogue item, each ended by `eos`): which tokens may come next."
     def __init__(self, sequences: list[list[int]], eos: int):
         self.eos, self.root = eos, {}
-        for seq in sequences:
+        self.items: dict[int, set[int]] = {}          # id(node) -> the items whose sequence passes through the node
+        for item, seq in enumerate(sequences):
             node = self.root
-            for t in list(seq) + [eos]: node = node.setdefault(t, {})
+            for t in list(seq) + [eos]:
+                node = node.setdefault(t, {})
+                self.items.setdefault(id(node), set()).add(item)
 
-    def allowed(self, prefix: list[int]) -> list[int]:
-        "Tokens that may follow `prefix` (only `eos` once the prefix has left the tree or completed an item)."
+    def allowed(self, prefix: list[int], blocked: set[int] | frozenset = frozenset()) -> list[int]:
+        """Tokens that may follow `prefix` (only `eos` once the prefix has left the tree or completed an item), none of
+        them leading to `blocked` items only."""
         node = self.root
         for t in prefix:
             node = node.get(t)
             if node is None: return [self.eos]
-        return list(node) or [self.eos]
+        tokens = [t for t, child in node.items() if not self.items[id(child)] <= blocked]
+        return tokens or [self.eos]
 
 # %% ../nbs/08_generation.ipynb #4f6ad1ce
 def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -158,6 +164,7 @@ def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
              progress: bool = True,       # show a tqdm bar over users
              offset_positions: bool = False,  # prompt positions start after the real prefix slots (prefix = text)
              trie: ItemTrie | None = None,    # constrain every beam to a catalogue item's token sequence
+             blocked: list[set[int]] | None = None,  # with `trie`: per prompt, items no beam may write (seen ones)
              ) -> list[list[str]]:
     "For each of the `B` prompts, the generated next-item texts: `B` lists of `num_beams` strings (1 if `greedy`)."
     B = len(prompts)
@@ -173,7 +180,8 @@ def generate(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
             for s in range(0, B, batch_size):
                 sl = slice(s, s + batch_size)
                 results += _generate_batch(lm, tokenizer, [(k[sl], v[sl]) for k, v in prefix], prefix_mask[sl],
-                                           prompts[sl], n, max_new_tokens, stop, offset_positions, s, trie)
+                                           prompts[sl], n, max_new_tokens, stop, offset_positions, s, trie,
+                                           None if blocked is None else blocked[sl])
                 bar.update(len(prompts[sl]))
     finally:
         lm.train(was_training)

@@ -135,7 +135,7 @@ def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int =
             for u, ex in enumerate(exclude[s:s + chunk]):
                 if len(ex): fill[u, torch.as_tensor(np.asarray(ex, dtype=np.int64), device=S.device)] = float("-inf")
         order = torch.sort(fill, dim=1, descending=True, stable=True).indices.cpu()      # [U, N]
-        ok = fill.isfinite().cpu()
+        n_ok = fill.isfinite().sum(1).tolist()                                          # finite fills come first
         for u in range(U):
             picks: list[int] = []
             for b in range(nb):
@@ -143,8 +143,8 @@ def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int =
                     i = int(best[u, b])
                     if i not in picks: picks.append(i)
             seen = set(picks)
-            for i in order[u].tolist():
-                if len(picks) >= k or not ok[u, i]: break
+            for i in order[u, :n_ok[u]].tolist():
+                if len(picks) >= k: break
                 if i not in seen: picks.append(i); seen.add(i)
             ranked.append(picks[:k])
     return ranked

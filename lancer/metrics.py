@@ -7,23 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
 
 # %% auto #0
-__all__ = ['target_ranks', 'recall_at_k', 'ndcg_at_k', 'reciprocal_rank', 'evaluate', 'topk_from_scores', 'results_table',
-           'plot_results']
+__all__ = ['target_ranks', 'recall_at_k', 'ndcg_at_k', 'reciprocal_rank', 'evaluate_ranks', 'evaluate', 'topk_from_scores',
+           'ranks_from_scores', 'results_table', 'plot_results', 'bootstrap_ci', 'paired_difference', 'compare_models']
 
 # %% ../nbs/02_metrics.ipynb #e422213f
 def target_ranks(ranked: Sequence[Sequence[int]], targets: Sequence[int]) -> np.ndarray:
-    "1-based rank of each user's target in its ranked list, 0 where the target is absent. Shape [n_users]."
+    "1-based rank of each user's target in its ranked list (-1 entries are padding), 0 where it is absent. Shape [n_users]."
     if len(ranked) != len(targets):
         raise ValueError(f"ranked has {len(ranked)} lists but targets has {len(targets)} items; need one list per target")
     ranks = np.zeros(len(targets), dtype=np.int64)
     for u, (items, target) in enumerate(zip(ranked, targets)):
         items = np.asarray(items).ravel()
+        items = items[items >= 0]                                  # a short list is padded with -1 (topk_from_scores)
         if len(np.unique(items)) != len(items):
             raise ValueError(f"ranked list of user {u} contains duplicate items {items.tolist()}; de-duplicate it first")
         hit = np.flatnonzero(items == target)
@@ -45,52 +45,86 @@ def ndcg_at_k(ranks: np.ndarray, k: int) -> np.ndarray:
     return np.where(hit, 1.0 / np.log2(np.maximum(ranks, 1) + 1.0), 0.0)
 
 
-def reciprocal_rank(ranks: np.ndarray) -> np.ndarray:
-    "Per-user reciprocal rank within the given list: 1 / rank, 0 if the target is absent."
+def reciprocal_rank(ranks: np.ndarray, k: int | None = None) -> np.ndarray:
+    "Per-user reciprocal rank: 1 / rank, 0 if the target is absent (or, with `k`, ranked below k: MRR@K)."
     ranks = np.asarray(ranks)
-    return np.where(ranks >= 1, 1.0 / np.maximum(ranks, 1), 0.0)
+    hit = (ranks >= 1) & (ranks <= (k or np.inf))
+    return np.where(hit, 1.0 / np.maximum(ranks, 1), 0.0)
 
 # %% ../nbs/02_metrics.ipynb #e16a7709
-def evaluate(ranked: Sequence[Sequence[int]], targets: Sequence[int], ks: Sequence[int] = (5, 10)) -> dict[str, float]:
-    """Mean Recall@K and NDCG@K for each K in `ks`, and MRR, over users.
-    `ranked[u]` is user u's ranked item ids (best first, no duplicates, may be shorter than K); `targets[u]` its item.
-    Returns e.g. {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr"}."""
-    if len(targets) == 0:
+def evaluate_ranks(ranks: np.ndarray, ks: Sequence[int] = (5, 10), full: bool = True) -> dict[str, float]:
+    """Mean Recall@K and NDCG@K for each K in `ks` and MRR@max(ks) over users; with `full` (the ranks are ranks in the
+    whole catalogue, less the excluded items) also the full MRR. Returns e.g.
+    {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr@10", "mrr"}."""
+    ranks = np.asarray(ranks)
+    if len(ranks) == 0:
         raise ValueError("evaluate needs at least one user (targets is empty)")
     if not ks or any(int(k) != k or k < 1 for k in ks):
         raise ValueError(f"ks must be positive integers, got {ks!r}")
-    ranks = target_ranks(ranked, targets)
     out = {f"recall@{k}": float(recall_at_k(ranks, k).mean()) for k in ks}
     out |= {f"ndcg@{k}": float(ndcg_at_k(ranks, k).mean()) for k in ks}
-    out["mrr"] = float(reciprocal_rank(ranks).mean())
+    out[f"mrr@{max(ks)}"] = float(reciprocal_rank(ranks, max(ks)).mean())
+    if full: out["mrr"] = float(reciprocal_rank(ranks).mean())
     return out
 
+def evaluate(ranked: Sequence[Sequence[int]], targets: Sequence[int], ks: Sequence[int] = (5, 10),
+             full: bool = False) -> dict[str, float]:
+    """`evaluate_ranks` of ranked lists: `ranked[u]` is user u's item ids (best first, no duplicates, may be shorter
+    than K), `targets[u]` its item. `full`: every list ranks the whole catalogue (less the excluded items)."""
+    return evaluate_ranks(target_ranks(ranked, targets), ks, full)
+
 # %% ../nbs/02_metrics.ipynb #16e4e9b5
-def topk_from_scores(scores: torch.Tensor | np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
-                     chunk_size: int = 1024) -> np.ndarray:
-    "Top-`k` item ids per user from `scores` [n_users, n_items], ties -> lower id first. Returns int64 [n_users, k]."
+def _blocked(exclude: Sequence[np.ndarray] | None, start: int, n_rows: int, n_items: int, device) -> torch.Tensor:
+    "Boolean `[n_rows, n_items]`: True where row `r`'s item is in `exclude[start + r]`."
+    blocked = torch.zeros(n_rows, n_items, dtype=torch.bool, device=device)
+    for row, seen in enumerate([] if exclude is None else exclude[start : start + n_rows]):
+        seen = torch.as_tensor(np.asarray(seen, dtype=np.int64), device=device)
+        if len(seen) and (seen.min() < 0 or seen.max() >= n_items):
+            raise ValueError(f"exclude[{start + row}] has item ids outside [0, {n_items})")
+        blocked[row, seen] = True
+    return blocked
+
+def _checked(scores, exclude) -> torch.Tensor:
     scores = torch.as_tensor(scores)
     if scores.ndim != 2:
         raise ValueError(f"scores must be 2-d [n_users, n_items], got shape {tuple(scores.shape)}")
+    if torch.isnan(scores).any():
+        raise ValueError(f"scores contain NaN for users {torch.isnan(scores).any(1).nonzero().ravel()[:10].tolist()}")
+    if exclude is not None and len(exclude) != scores.shape[0]:
+        raise ValueError(f"exclude has {len(exclude)} entries but scores has {scores.shape[0]} users")
+    return scores if scores.is_floating_point() else scores.double()   # dtype kept: no new ties from rounding
+
+def topk_from_scores(scores: torch.Tensor | np.ndarray, k: int, exclude: Sequence[np.ndarray] | None = None,
+                     chunk_size: int = 1024) -> np.ndarray:
+    """Top-`k` item ids per user from `scores` [n_users, n_items], ties -> lower id first, never an item of
+    `exclude[u]`. Returns int64 [n_users, k], padded with -1 where fewer than `k` items are left."""
+    scores = _checked(scores, exclude)
     n_users, n_items = scores.shape
     if not 1 <= k <= n_items:
         raise ValueError(f"k must be in [1, n_items={n_items}], got {k}")
-    if torch.isnan(scores).any():
-        raise ValueError(f"scores contain NaN for users {torch.isnan(scores).any(1).nonzero().ravel()[:10].tolist()}")
-    if exclude is not None and len(exclude) != n_users:
-        raise ValueError(f"exclude has {len(exclude)} entries but scores has {n_users} users")
     out = []
     for start in range(0, n_users, chunk_size):
-        chunk = scores[start : start + chunk_size]  # [c, n_items], dtype kept (no new ties from rounding)
-        chunk = chunk.clone() if chunk.is_floating_point() else chunk.double()
-        if exclude is not None:
-            for row, seen in enumerate(exclude[start : start + chunk_size]):
-                seen = torch.as_tensor(np.asarray(seen, dtype=np.int64), device=chunk.device)
-                if len(seen) and (seen.min() < 0 or seen.max() >= n_items):
-                    raise ValueError(f"exclude[{start + row}] has item ids outside [0, {n_items})")
-                chunk[row, seen] = -torch.inf
-        order = torch.sort(chunk, dim=1, descending=True, stable=True).indices  # stable: ties keep id order
-        out.append(order[:, :k].cpu())
+        chunk = scores[start : start + chunk_size]                                        # [c, n_items]
+        blocked = _blocked(exclude, start, len(chunk), n_items, chunk.device)
+        order = torch.sort(chunk.masked_fill(blocked, -torch.inf), dim=1, descending=True, stable=True).indices[:, :k]
+        out.append(order.masked_fill(blocked.gather(1, order), -1).cpu())                 # stable: ties keep id order
+    return torch.cat(out).numpy().astype(np.int64)
+
+def ranks_from_scores(scores: torch.Tensor | np.ndarray, targets: Sequence[int],
+                      exclude: Sequence[np.ndarray] | None = None, chunk_size: int = 1024) -> np.ndarray:
+    """Each target's 1-based rank in its user's full ranking by `scores` (the order of `topk_from_scores`: ties -> lower
+    id first, `exclude[u]` removed); 0 if the target is itself excluded. Shape [n_users]."""
+    scores = _checked(scores, exclude)
+    n_users, n_items = scores.shape
+    targets = torch.as_tensor(np.asarray(targets, dtype=np.int64), device=scores.device)
+    if len(targets) != n_users: raise ValueError(f"{len(targets)} targets for {n_users} users")
+    ids, out = torch.arange(n_items, device=scores.device), []
+    for start in range(0, n_users, chunk_size):
+        chunk, t = scores[start : start + chunk_size], targets[start : start + chunk_size, None]   # [c, N], [c, 1]
+        allowed = ~_blocked(exclude, start, len(chunk), n_items, chunk.device)
+        s_t = chunk.gather(1, t)                                                                 # [c, 1]
+        ahead = allowed & ((chunk > s_t) | ((chunk == s_t) & (ids < t)))                          # ranked before it
+        out.append(torch.where(allowed.gather(1, t)[:, 0], 1 + ahead.sum(1), 0).cpu())
     return torch.cat(out).numpy().astype(np.int64)
 
 # %% ../nbs/02_metrics.ipynb #6698f1bf
@@ -104,8 +138,9 @@ def results_table(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     return table.astype(float)
 
 
-def plot_results(metrics: Mapping[str, Mapping[str, float]], ax: plt.Axes | None = None) -> plt.Axes:
+def plot_results(metrics: Mapping[str, Mapping[str, float]], ax: "plt.Axes | None" = None) -> "plt.Axes":
     "Grouped bar chart: one group per metric, one bar per model."
+    import matplotlib.pyplot as plt                     # imported here: `import lancer.metrics` stays light
     table = results_table(metrics)
     if ax is None:
         _, ax = plt.subplots(figsize=(1.2 + 1.1 * len(table.columns), 3.5))
@@ -117,3 +152,47 @@ def plot_results(metrics: Mapping[str, Mapping[str, float]], ax: plt.Axes | None
     ax.set_ylabel("score")
     ax.legend(frameon=False)
     return ax
+
+# %% ../nbs/02_metrics.ipynb #a31bc7e8
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                 chunk: int = 250) -> tuple[float, float, float]:
+    """Mean of per-user `values` and its percentile-bootstrap interval over users: (mean, low, high).
+    `values` is `[n_users]`, or `[n_seeds, n_users]` with seeds pooled (each user averaged over seeds first)."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v.mean(0) if v.ndim == 2 else v
+    if v.ndim != 1 or len(v) == 0: raise ValueError(f"values must be [n_users] or [n_seeds, n_users], got {np.shape(values)}")
+    if not 0 < level < 1: raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    means = np.concatenate([v[rng.integers(0, len(v), (min(chunk, n_boot - s), len(v)))].mean(1)
+                            for s in range(0, n_boot, chunk)])                              # [n_boot]
+    low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    return float(v.mean()), float(low), float(high)
+
+def paired_difference(values, reference, **kwargs) -> tuple[float, float, float]:
+    "Mean per-user difference `values - reference` (same users, same seeds) and its bootstrap interval."
+    values, reference = np.asarray(values, dtype=np.float64), np.asarray(reference, dtype=np.float64)
+    if values.shape != reference.shape:
+        raise ValueError(f"paired_difference needs the same users and seeds: shapes {values.shape} and {reference.shape}")
+    return bootstrap_ci(values - reference, **kwargs)
+
+
+# %% ../nbs/02_metrics.ipynb #df453bbe
+def compare_models(per_user: Mapping[str, np.ndarray], reference: str, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+    """Per model: mean and std over seeds, bootstrap CI over users (seeds pooled), and the paired difference against
+    `reference` with its CI and a verdict ('better' / 'worse' if the CI excludes 0, else 'tie').
+    `per_user[model]` is `[n_seeds, n_users]` (or `[n_users]` for one seed)."""
+    if reference not in per_user: raise KeyError(f"reference {reference!r} is not among the models {list(per_user)}")
+    as2d = {m: np.atleast_2d(np.asarray(v, dtype=np.float64)) for m, v in per_user.items()}
+    rows = []
+    for model, v in as2d.items():
+        mean, low, high = bootstrap_ci(v, n_boot, seed=seed)
+        row = {"model": model, "seeds": len(v), "mean": mean, "std": float(v.mean(1).std(ddof=1)) if len(v) > 1 else np.nan,
+               "ci_low": low, "ci_high": high}
+        if model != reference:
+            diff, d_low, d_high = paired_difference(v, as2d[reference], n_boot=n_boot, seed=seed)
+            row |= {"diff": diff, "diff_low": d_low, "diff_high": d_high,
+                    "verdict": "better" if d_low > 0 else "worse" if d_high < 0 else "tie"}
+        rows.append(row)
+    columns = ["model", "seeds", "mean", "std", "ci_low", "ci_high", "diff", "diff_low", "diff_high", "verdict"]
+    return pd.DataFrame(rows, columns=columns).set_index("model")
+

@@ -18,6 +18,7 @@ from .backbone import as_cache, text_position_ids
 from .generation import ItemTrie, generate
 from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
+from .metrics import topk_from_scores
 from .protocol import Example, TextTemplate
 from .reasoning import ReasoningAttention, ReasoningConfig
 
@@ -403,10 +404,12 @@ def score_catalogue(model: LancerModel, histories: list, prefix: list, prefix_ma
 def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int = 10, decoding: str = "free",
               item_reps: Tensor | None = None, mapper: EmbeddingMapper | None = None, batch_size: int = 32,
               exclude: list | None = None, progress: bool = True) -> tuple[list[list[int]], list[list[str]]]:
-    """Top-`k` item ids and the generated beam texts for each history (a list of item-id sequences).
-    `decoding`: "free" beam search + cosine mapping (the paper), "constrained" beams restricted to catalogue items,
-    "greedy" one generated text (the rest of the list filled by similarity). Item-token models rank the whole catalogue
-    by the next-item softmax instead (`decoding` and `num_beams` do not apply); their "beams" are the top items' strings."""
+    """Top-`k` item ids and the generated beam texts for each history (a list of item-id sequences), never an item
+    of `exclude[b]` (per history: the user's seen items; lists may then be shorter than `k`).
+    `decoding`: "free" beam search + cosine mapping (the paper), "constrained" beams restricted to catalogue items
+    (and kept off the excluded ones), "greedy" one generated text (the rest of the list filled by similarity).
+    Item-token models rank the whole catalogue by the next-item softmax instead (`decoding` and `num_beams` do not
+    apply); their "beams" are the top `num_beams` items' strings."""
     from tqdm.auto import tqdm
     if decoding not in DECODINGS: raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
     by_token = model.config.item_tokens != "none"
@@ -423,15 +426,15 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
         prefix, prefix_mask, _, _ = model.user_prefix(history, history_mask, item_reps)
         if by_token:
             scores = score_catalogue(model, chunk, prefix, prefix_mask).float()
-            for b, seen in enumerate(ex or []): scores[b, list(seen)] = -float("inf")
-            top = scores.topk(min(k, scores.shape[1]), dim=1).indices.tolist()
+            top = [[i for i in r if i >= 0] for r in topk_from_scores(scores, min(k, scores.shape[1]), ex).tolist()]
             ranked += top
-            beams += [[model.texts.display[i] for i in r] for r in top]
+            beams += [[model.texts.display[i] for i in r[:num_beams]] for r in top]
             continue
         prompts = [model.tokenizer.decode(sequence_ids(model.texts, list(h)[-model.config.max_history:])) for h in chunk]
         texts = generate(model.lm, model.tokenizer, prefix, prefix_mask, prompts, num_beams=num_beams,
                          max_new_tokens=model.config.max_item_tokens, stop=model.texts.template.separator.rstrip(),
-                         greedy=decoding == "greedy", progress=False, trie=trie)
+                         greedy=decoding == "greedy", progress=False, trie=trie,
+                         blocked=None if trie is None or ex is None else [set(map(int, s)) for s in ex])
         ranked += rank_items(texts, mapper, k=k, exclude=ex)
         beams += texts
     model.train(was_training)

@@ -11,20 +11,21 @@ import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 from accelerate import Accelerator
 
 from .backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
 from .data import default_cache_dir, filter_min_interactions, load_dataset, SeqDataset
-from .metrics import results_table
+from .metrics import compare_models, ndcg_at_k, results_table
 from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend
 from .protocol import Split, TextTemplate, leave_one_out, template_for
 from .training import TrainConfig, evaluate_examples, peak_memory_mb, train
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',
-           'evaluate_checkpoint', 'recommend_for_user', 'preset', 'main_job']
+           'evaluate_checkpoint', 'recommend_for_user', 'preset', 'chosen_config', 'comparison_table', 'main_job']
 
 # %% ../nbs/11_pipeline.ipynb #0699eca7
 def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, min_interactions: int = 5,
@@ -52,11 +53,12 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
                 backbone_config: OfflineBackboneConfig | None = None, template: TextTemplate | None = None,
                 cache_dir: str | Path | None = None, split: Split | None = None, seed: int = 0) -> LancerModel:
     """A fresh `LancerModel` for `ds`: two copies of the backbone (knowledge LM + generating LM) and new prompts,
-    initialised from `seed` (the same whether the offline backbone was just built or came from the cache)."""
+    initialised from `seed` (the same whether the offline backbone was just built or came from the cache); the offline
+    backbone is pretrained with `seed` too."""
     config = config or LancerConfig()
     template = template or template_for(ds.name)
-    path = offline_backbone_path(ds, template, backbone_config or OfflineBackboneConfig(), cache_dir, split) \
-        if backbone == "offline" else backbone
+    path = offline_backbone_path(ds, template, replace(backbone_config or OfflineBackboneConfig(), seed=seed), cache_dir,
+                                 split) if backbone == "offline" else backbone
     lm, tokenizer = load_backbone(path)
     knowledge_lm, _ = load_backbone(path)
     texts = ItemTexts(ds.items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
@@ -68,13 +70,14 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  data_dir: str | None = None, config: LancerConfig | None = None, train_config: TrainConfig | None = None,
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
                  protocol: str = "default", min_interactions: int = 5,
-                 knowledge_prompt_from: str | Path | None = None) -> dict:
+                 knowledge_prompt_from: str | Path | None = None, lock_test: bool = False) -> dict:
     """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
     `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
     with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, notebook 14)."""
     t0 = time.time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
+    if lock_test: split = split.lock_test()
     model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
     if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
@@ -85,7 +88,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra)
     summary["total_wall_time_s"] = round(time.time() - t0, 1)
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
-    if accelerator.is_main_process and "lancer" in summary:
+    if accelerator.is_main_process and "train_steps" in summary:
         (Path(output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -100,16 +103,18 @@ def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
     return ds, split, meta
 
 def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10, decoding: str = "constrained",
-                        device: str | None = None) -> dict[str, float]:
-    "Recall/NDCG of a saved checkpoint on the `test` (or `valid`) split of the data it was trained on."
+                        device: str | None = None, exclude_seen: bool = True) -> dict[str, float]:
+    "Recall/NDCG/MRR of a saved checkpoint on the `test` (or `valid`) split of the data it was trained on."
     if split_name not in ("test", "valid"): raise ValueError(f"split must be 'test' or 'valid', got {split_name!r}")
     ds, split, _ = _checkpoint_data(checkpoint)
     model = load_model(checkpoint, ds.items, device)
-    return evaluate_examples(model, getattr(split, split_name), TrainConfig(num_beams=num_beams, decoding=decoding))
+    return evaluate_examples(model, getattr(split, split_name),
+                             TrainConfig(num_beams=num_beams, decoding=decoding, exclude_seen=exclude_seen))
 
-def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "constrained") -> dict:
-    """The user's recent history and top-`k` (each item with the beam text it came from) from a checkpoint.
-    `user` is the raw user id of the dataset (as in its files)."""
+def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "constrained",
+                       include_seen: bool = False) -> dict:
+    """The user's recent history and top-`k` (each item with the beam text it came from) from a checkpoint, without
+    the items the user has interacted with (`include_seen=True`: with them). `user` is the raw user id of the dataset."""
     ds, split, _ = _checkpoint_data(checkpoint)
     if user not in ds.users:
         raise KeyError(f"unknown user {user!r} in {ds.name} (users with at least the minimum number of interactions; "
@@ -118,7 +123,9 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
     model = load_model(checkpoint, ds.items)
     history = ds.sequences[u][-model.config.max_history:]
     mapper = display_mapper(model) if model.config.item_tokens == "none" else None
-    ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, decoding=decoding, mapper=mapper, progress=False)
+    seen = None if include_seen else [np.unique(ds.sequences[u])]
+    ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, decoding=decoding, mapper=mapper,
+                              exclude=seen, progress=False)
     source = {}
     if mapper is None: source = {int(i): f"<item_{int(i)}> (catalogue softmax)" for i in ranked[0]}
     else:
@@ -130,7 +137,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
 
 # %% ../nbs/11_pipeline.ipynb #937b973c
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")
-MAIN_PRESET = "item-tokens-overlapping-short"                                 # the configuration of `lancer main`
+MAIN_PRESET = "item-tokens"                                   # `lancer main` without a selection record
 
 def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
@@ -148,35 +155,69 @@ def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
     raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
 
 # %% ../nbs/11_pipeline.ipynb #8b391796
+def chosen_config(record: dict) -> dict:
+    """The configuration a selection record (`lancer select`, notebook 15) chose, after checking the rule: the candidate
+    with the highest mean validation score over the seeds (ties: the one listed first)."""
+    means = {name: c["valid_mean"] for name, c in record["candidates"].items()}
+    best = max(means, key=means.get)
+    if record["chosen"] != best:
+        raise ValueError(f"selection record chose {record['chosen']!r} but {best!r} has the best validation mean")
+    return record["candidates"][best]["config"]
+
+def _selection(selection_dir: str | Path | None, model: str) -> dict | None:
+    "The selection record of `model` under `selection_dir`, if there is one."
+    path = None if selection_dir is None else Path(selection_dir) / model / "selection.json"
+    return json.loads(path.read_text()) if path is not None and path.exists() else None
+
+def comparison_table(metrics: dict, ranks: dict, reference: str, k: int = 10) -> pd.DataFrame:
+    "`metrics` as a table, with NDCG@`k`'s bootstrap CI over users and the paired difference against `reference`."
+    per_user = {m: ndcg_at_k(np.asarray(r), k) for m, r in ranks.items()}
+    cis = compare_models(per_user, reference)[["ci_low", "ci_high", "diff", "diff_low", "diff_high", "verdict"]]
+    return results_table(metrics).join(cis.add_prefix(f"ndcg@{k} "))
+
 def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", data_dir: str | None = None, seed: int = 0,
-             config: LancerConfig | None = None, train_config: TrainConfig | None = None,
-             backbone_config: OfflineBackboneConfig | None = None, baselines: bool = True,
-             preset_name: str = MAIN_PRESET) -> pd.DataFrame:
-    """Baselines + LANCER on `dataset`; writes output_dir/metrics.json (model -> metrics) and returns the results table.
-    LANCER's configuration is `preset_name`'s, unless `config`/`train_config` are given."""
-    from lancer.baselines import run_baselines
+             selection_dir: str | Path | None = None, preset_name: str | None = None, baselines: bool = True,
+             backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
+    """Baselines + LANCER on `dataset`, every model in the configuration its selection record under `selection_dir`
+    chose (`<model>/selection.json`, written by `lancer select` on validation; without a record LANCER runs
+    `MAIN_PRESET` and a baseline its defaults); `preset_name` runs that LANCER preset instead of the selected one. Writes output_dir/metrics.json (model -> metrics), ranks.json
+    (model -> each test user's rank), selection.json (the records used) and results.csv (the table with NDCG@10's 95%
+    bootstrap CI and the paired difference against the baseline with the best validation NDCG@10)."""
+    from lancer.baselines import BASELINES, run_baselines
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
-    default_config, default_train = preset(preset_name, seed)
-    config, train_config = config or default_config, train_config or default_train
+    records = {m: _selection(selection_dir, m) for m in ("lancer", *BASELINES)}
+    config, train_config = preset(preset_name or MAIN_PRESET, seed)
+    if preset_name is not None: records["lancer"] = None
+    if records["lancer"] is not None:
+        chosen = chosen_config(records["lancer"])
+        config, train_config = LancerConfig(**chosen["model"]), TrainConfig(**chosen["train"] | {"seed": seed})
     t0 = time.time()
-    metrics, timing = {}, {}
-    if baselines:
-        metrics |= run_baselines(dataset=dataset, data_dir=data_dir, output_dir=out / "baselines", seed=seed,
-                                 max_history=config.max_history)
-        timing["baselines"] = round(time.time() - t0, 1)
+    metrics, ranks, valid, timing = {}, {}, {}, {}
+    for name in BASELINES if baselines else ():
+        chosen = {} if records[name] is None else chosen_config(records[name])
+        run = out / "baselines" / name
+        metrics |= run_baselines(dataset=dataset, data_dir=data_dir, output_dir=run, seed=seed, models=(name,),
+                                 max_history=config.max_history, train=chosen.get("train"),
+                                 **({name: chosen["model"]} if "model" in chosen else {}))
+        ranks |= json.loads((run / "ranks.json").read_text())
+        valid[name] = json.loads((run / "baselines_details.json").read_text())["models"][name]["valid"]["ndcg@10"]
+    timing["baselines"] = round(time.time() - t0, 1)
     t1 = time.time()
     summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config)
-    metrics["lancer"] = summary["lancer"]
-    if config.item_tokens == "none":                                     # text generation: also the other decoding
-        other = "constrained" if train_config.decoding != "constrained" else "free"
-        metrics[f"lancer ({other} decoding)"] = evaluate_checkpoint(out / "lancer" / "best", "test", train_config.num_beams, other)
+    metrics["lancer"], ranks["lancer"] = summary["lancer"], summary["test_ranks"]
     timing["lancer"] = round(time.time() - t1, 1)
     timing["total"] = round(time.time() - t0, 1)
     (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (out / "ranks.json").write_text(json.dumps(ranks))
+    (out / "selection.json").write_text(json.dumps(
+        {m: r if r is not None else "no selection record: defaults" for m, r in records.items()}, indent=2))
     (out / "timing.json").write_text(json.dumps(timing | {"peak_memory_mb": round(peak_memory_mb(), 1),
-                                                          "preset": preset_name if config == default_config else "custom"}, indent=2))
-    table = results_table(metrics)
+                                                          "lancer_config": "selected" if records["lancer"] else
+                                                          preset_name or MAIN_PRESET},
+                                                indent=2))
+    table = results_table(metrics) if not valid else comparison_table(metrics, ranks, max(valid, key=valid.get))
+    table.to_csv(out / "results.csv")
     print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"wall time: baselines {timing.get('baselines', 0):.0f} s, LANCER {timing['lancer']:.0f} s, "
+    print(f"wall time: baselines {timing['baselines']:.0f} s, LANCER {timing['lancer']:.0f} s, "
           f"total {timing['total']:.0f} s; peak memory {peak_memory_mb():.0f} MB")
     return table

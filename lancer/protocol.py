@@ -6,14 +6,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 # %% auto #0
-__all__ = ['PROTOCOLS', 'TEMPLATES', 'Example', 'Split', 'leave_one_out', 'training_examples', 'seen_items', 'TextTemplate',
-           'template_for']
+__all__ = ['PROTOCOLS', 'TEMPLATES', 'Example', 'LockedTestError', 'LockedExamples', 'Split', 'leave_one_out',
+           'training_examples', 'seen_items', 'TextTemplate', 'template_for']
 
 # %% ../nbs/01_protocol.ipynb #45d02a57
 PROTOCOLS = ("default", "published")
@@ -25,6 +25,21 @@ class Example:
     user: int  # user index (position in `SeqDataset.users`)
     history: np.ndarray  # int64 item ids, oldest first
     target: int  # item id to predict
+    seen: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # the user's items before the target
+                                                                             #   (sorted, unique): never recommended
+
+
+class LockedTestError(RuntimeError):
+    "Raised when code reads the test examples of a split locked for model selection."
+
+
+class LockedExamples(Sequence):
+    "Stands in for the test examples while a model is selected: their number is known, reading any of them raises."
+    def __init__(self, n: int): self.n = n
+    def __len__(self) -> int: return self.n
+    def __getitem__(self, i):
+        raise LockedTestError("the test split is locked: model selection reads the validation split only "
+                            "(test the chosen configuration after selection.json is written)")
 
 
 @dataclass
@@ -32,7 +47,7 @@ class Split:
     "Per-user leave-one-out split of a `SeqDataset`; `valid[u]`, `test[u]` and `train[u]` belong to user `u`."
     train: list[np.ndarray]  # per user, the training part of the sequence (everything before the valid target)
     valid: list[Example]  # default: target = second to last item. published: the test examples (selects on test!)
-    test: list[Example]  # target = last item, history = up to max_history items before it
+    test: Sequence[Example]  # target = last item, history = up to max_history items before it
     n_items: int
     max_history: int
     protocol: str  # "default" | "published"
@@ -40,6 +55,16 @@ class Split:
     @property
     def n_users(self) -> int:
         return len(self.test)
+
+    @property
+    def test_locked(self) -> bool:
+        return isinstance(self.test, LockedExamples)
+
+    def lock_test(self) -> "Split":
+        "The same split with its test examples locked (`LockedExamples`): what model selection runs on."
+        if self.protocol == "published":
+            raise ValueError("the published protocol has no validation split (valid is test): nothing to select on")
+        return replace(self, test=LockedExamples(len(self.test)))
 
 # %% ../nbs/01_protocol.ipynb #4b563817
 def _n_items(ds) -> int:
@@ -83,9 +108,9 @@ def leave_one_out(ds, max_history: int = 10, protocol: str = "default") -> Split
         if seq.min() < 0 or seq.max() >= n_items:
             raise ValueError(f"{_user_name(ds, u)} has item ids outside [0, {n_items}): {seq.min()}..{seq.max()}")
         n = len(seq)
-        test.append(Example(u, _window(seq, n - 1, max_history), int(seq[n - 1])))
+        test.append(Example(u, _window(seq, n - 1, max_history), int(seq[n - 1]), np.unique(seq[: n - 1])))
         if protocol == "default":
-            valid.append(Example(u, _window(seq, n - 2, max_history), int(seq[n - 2])))
+            valid.append(Example(u, _window(seq, n - 2, max_history), int(seq[n - 2]), np.unique(seq[: n - 2])))
             train.append(seq[: n - 2].copy())
         else:
             train.append(seq[: n - 1].copy())

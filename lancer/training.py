@@ -24,15 +24,15 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
-from .metrics import evaluate
+from .metrics import evaluate_ranks, target_ranks
 from .model import (ItemTexts, LancerModel, catalogue_representations, load_model, recommend, save_model,
                           sequence_batch, sequence_ids)
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
 __all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order', 'padding_fraction',
-           'evaluate_examples', 'save_training_state', 'cached_inputs', 'weight_average', 'peak_rss_mb',
-           'peak_memory_mb', 'train', 'plot_training']
+           'example_ranks', 'evaluate_examples', 'save_training_state', 'cached_inputs', 'weight_average',
+           'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
@@ -52,6 +52,7 @@ class TrainConfig:
     windows_per_user: int | None = 5  # keep each user's most recent N training windows (None or 0: all, as on a GPU)
     num_beams: int = 10
     decoding: str = "constrained"     # "free" (paper) | "constrained" | "greedy": how validation/test lists are made
+    exclude_seen: bool = True         # rank without the user's already-seen items (standard protocol; published: False)
     eval_batch_size: int = 32
     valid_users: int | None = 400     # validate on a fixed random subset of this many users (None or 0: all)
     seed: int = 0
@@ -114,19 +115,26 @@ def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> f
     return 1 - lengths.sum() / sum(b.max() * len(b) for b in batches)
 
 # %% ../nbs/10_training.ipynb #33572bcd
-def evaluate_examples(model: LancerModel, examples: list[Example], cfg: TrainConfig,
-                      accelerator: Accelerator | None = None, k: int = 10) -> dict[str, float]:
-    "Recall/NDCG@5,10 and MRR of `model`'s top-`k` for `examples` (validation or test)."
+def example_ranks(model: LancerModel, examples: list[Example], cfg: TrainConfig,
+                  accelerator: Accelerator | None = None) -> np.ndarray:
+    "Each example's target rank `[n]` in `model`'s ranking of the whole catalogue (without `example.seen` by default)."
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.unwrap_model(model)
-    idx = list(range(len(examples)))
-    with accelerator.split_between_processes(idx) as mine:
-        ranked, _ = recommend(model, [examples[i].history for i in mine], k=k, num_beams=cfg.num_beams, decoding=cfg.decoding,
-                              batch_size=cfg.eval_batch_size, progress=cfg.progress and accelerator.is_main_process)
-        local = list(zip(mine, ranked))
+    with accelerator.split_between_processes(list(range(len(examples)))) as mine:
+        chunk = [examples[i] for i in mine]
+        ranked, _ = recommend(model, [ex.history for ex in chunk], k=len(model.texts), num_beams=cfg.num_beams,
+                              decoding=cfg.decoding, batch_size=cfg.eval_batch_size,
+                              exclude=[ex.seen for ex in chunk] if cfg.exclude_seen else None,
+                              progress=cfg.progress and accelerator.is_main_process)
+        local = list(zip(mine, target_ranks(ranked, [ex.target for ex in chunk]).tolist()))
     from accelerate.utils import gather_object
     pairs = dict(gather_object(local) if accelerator.num_processes > 1 else local)
-    return evaluate([pairs[i] for i in idx], [examples[i].target for i in idx])
+    return np.array([pairs[i] for i in range(len(examples))], dtype=np.int64)
+
+def evaluate_examples(model: LancerModel, examples: list[Example], cfg: TrainConfig,
+                      accelerator: Accelerator | None = None) -> dict[str, float]:
+    "Recall/NDCG@5,10, MRR@10 and MRR of `model` for `examples` (validation or test), full-catalogue ranking."
+    return evaluate_ranks(example_ranks(model, examples, cfg, accelerator))
 
 # %% ../nbs/10_training.ipynb #d9d7eada
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -309,12 +317,14 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
             accelerator.wait_for_everyone()
         state |= {"stage": stage + 1, "epoch": 0, "step_in_epoch": 0}
     accelerator.wait_for_everyone()
-    best = load_model(out / "best", model.texts.items, device=accelerator.device) if (out / "best").exists() else model
-    test = evaluate_examples(best, split.test, cfg, accelerator)
-    summary = {"lancer": test, "valid_history": state["history"], "best_valid_ndcg@10": state["best_ndcg@10"],
+    summary = {"valid_history": state["history"], "best_valid_ndcg@10": state["best_ndcg@10"],
                "wall_time_s": round(time.time() - t0, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
                "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config),
                "train_steps": state.get("steps", [])}
+    if not split.test_locked:                                 # model selection locks the test split: no test then
+        best = load_model(out / "best", model.texts.items, device=accelerator.device) if (out / "best").exists() else model
+        ranks = example_ranks(best, split.test, cfg, accelerator)
+        summary = {"lancer": evaluate_ranks(ranks), "test_ranks": ranks.tolist()} | summary
     if main:
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2))

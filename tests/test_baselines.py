@@ -8,12 +8,16 @@ import pandas as pd
 import pytest
 import torch
 
-from lancer.baselines import (GRU4Rec, GRU4RecConfig, MostPopular, SASRec, SASRecConfig, TrainConfig, evaluate_model,
-                              fit, pad_left, run_baselines, score_all_items, train_baseline, training_windows)
+from lancer.baselines import (BASELINES, GRU4Rec, GRU4RecConfig, MostPopular, NARM, NARMConfig, SASRec, SASRecConfig,
+                              TrainConfig, evaluate_model, fit, model_ranks, pad_left, run_baselines, score_all_items,
+                              train_baseline, training_windows)
+from lancer.metrics import topk_from_scores
 from lancer.protocol import leave_one_out
 
 torch.set_num_threads(1)
-METRICS = {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr"}
+METRICS = {"recall@5", "recall@10", "ndcg@5", "ndcg@10", "mrr@10", "mrr"}
+SMALL = {"pop": {}, "sasrec": dict(n_embd=16, n_head=2, n_layer=1), "gru4rec": dict(n_embd=16, hidden=16),
+         "narm": dict(n_embd=16, hidden=16)}
 
 
 def rule_dataset(n_items=24, n_users=120, length=14, seed=0):
@@ -29,7 +33,8 @@ def rule_dataset(n_items=24, n_users=120, length=14, seed=0):
 
 
 @pytest.mark.parametrize("model", [SASRec(SASRecConfig(n_items=30, max_len=8, n_embd=16, n_head=2)),
-                                   GRU4Rec(GRU4RecConfig(n_items=30, max_len=8, n_embd=16, hidden=24))])
+                                   GRU4Rec(GRU4RecConfig(n_items=30, max_len=8, n_embd=16, hidden=24)),
+                                   NARM(NARMConfig(n_items=30, max_len=8, n_embd=16, hidden=24))])
 def test_shapes(model):
     x = pad_left([np.arange(5), np.arange(12), np.array([3])], 8, pad_id=30)
     assert x.shape == (3, 8) and x[0, :3].eq(30).all() and x[1, -1] == 11
@@ -78,14 +83,15 @@ def test_most_popular_order():
 
 
 @pytest.mark.parametrize("name,overrides", [("sasrec", dict(n_embd=32, n_head=2, n_layer=1, dropout=0.1)),
-                                            ("gru4rec", dict(n_embd=32, hidden=32, dropout=0.1))])
+                                            ("gru4rec", dict(n_embd=32, hidden=32, dropout=0.1)),
+                                            ("narm", dict(n_embd=32, hidden=32, dropout=0.1, out_dropout=0.1))])
 def test_learns_deterministic_rule(name, overrides):
     split = leave_one_out(rule_dataset(), max_history=5)
     t0 = time.time()
     model, details = train_baseline(name, split, TrainConfig(epochs=40, lr=1e-2, batch_size=64, patience=40,
-                                                             show_progress=False), **overrides)
+                                                             show_progress=False, exclude_seen=False), **overrides)
     assert time.time() - t0 < 30
-    assert evaluate_model(model, split.test, ks=(1,))["recall@1"] > 0.9
+    assert evaluate_model(model, split.test, exclude_seen=False, ks=(1,))["recall@1"] > 0.9  # the rule revisits items
     assert details["best_epoch"] >= 1 and len(details["log"]) == details["epochs_run"]
 
 
@@ -108,14 +114,31 @@ def test_run_baselines_metrics_json(tmp_path):
     ds = SeqDataset(name="toy", items=items, users=toy.users, sequences=toy.sequences)
     metrics = run_baselines(ds, output_dir=tmp_path, max_history=4, show_progress=False,
                             train=dict(epochs=2, batch_size=32), sasrec=dict(n_embd=16, n_head=2, n_layer=1),
-                            gru4rec=dict(n_embd=16, hidden=16))
+                            gru4rec=dict(n_embd=16, hidden=16), narm=dict(n_embd=16, hidden=16))
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved == metrics
-    assert set(saved) == {"pop", "sasrec", "gru4rec"}
+    assert set(saved) == set(BASELINES)
     for model_metrics in saved.values():
         assert set(model_metrics) == METRICS
         assert all(isinstance(v, float) and 0 <= v <= 1 for v in model_metrics.values())
     details = json.loads((tmp_path / "baselines_details.json").read_text())
-    assert set(details["models"]) == {"pop", "sasrec", "gru4rec"} and "wall_time_s" in details["models"]["sasrec"]
+    assert set(details["models"]) == set(BASELINES) and "wall_time_s" in details["models"]["sasrec"]
+    ranks = json.loads((tmp_path / "ranks.json").read_text())
+    assert set(ranks) == set(BASELINES) and all(len(r) == ds.n_users for r in ranks.values())
     with pytest.raises(ValueError, match="unknown model"):
         run_baselines(ds, models=("bpr",))
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_every_baseline_excludes_seen_items(name):
+    split = leave_one_out(rule_dataset(n_users=40, length=8), max_history=5)  # some users revisit their target
+    model, _ = train_baseline(name, split, TrainConfig(epochs=1, batch_size=32, show_progress=False), **SMALL[name])
+    examples = split.test
+    assert any(ex.target in ex.seen for ex in examples) and any(ex.target not in ex.seen for ex in examples)
+    scores = score_all_items(model, [ex.history for ex in examples])
+    full = topk_from_scores(scores, split.n_items, exclude=[ex.seen for ex in examples])
+    ranks = model_ranks(model, examples)                                  # exclusion is the default
+    for row, ex, rank in zip(full.tolist(), examples, ranks):
+        assert not set(row) & set(ex.seen.tolist())                       # no seen item anywhere in the ranking
+        assert rank == (0 if ex.target in ex.seen else row.index(ex.target) + 1)
+    assert (model_ranks(model, examples, exclude_seen=False) > 0).all()   # without exclusion every target is ranked

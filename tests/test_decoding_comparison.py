@@ -45,7 +45,8 @@ def test_every_decoding_gives_a_full_top10(text_model):
     assert results["constrained beams"]["distinct_items"] == 4          # four beams, four catalogue items
     assert results[names[-1]]["distinct_items"] == 1                     # greedy: one generated text
     assert all(1 <= r["distinct_items"] <= 4 for r in results.values())
-    ranked, _ = recommend(model, [ex.history for ex in split.test], num_beams=4, decoding="free", progress=False)
+    ranked, _ = recommend(model, [ex.history for ex in split.test], num_beams=4, decoding="free",
+                          exclude=[ex.seen for ex in split.test], progress=False)
     assert results[names[1]] == pytest.approx(evaluate(ranked, [ex.target for ex in split.test])
                                               | {k: results[names[1]][k] for k in ("generate_s", "map_s", "distinct_items")})
 

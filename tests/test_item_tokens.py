@@ -103,7 +103,7 @@ def test_presets_on_the_command_line():
     assert args.preset == "item-tokens-overlapping"
     args = build_parser().parse_args(["train", "--output-dir", "x"])
     assert _configs(args)[0] == LancerConfig()                           # `lancer train` defaults to the paper's text
-    assert build_parser().parse_args(["main"]).preset == "item-tokens-overlapping-short"   # the main job's preset
+    assert build_parser().parse_args(["main"]).preset is None            # the main job runs the selected configuration
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens-overlapping-short"])
     assert (_configs(args)[1].window_stride, _configs(args)[1].epochs_stage1, _configs(args)[1].epochs_stage2) == (2, 1, 3)
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--label-smoothing", "0.2",

@@ -16,7 +16,7 @@ from torch import nn
 
 from lancer.backbone import BackboneError, OfflineBackboneConfig
 from lancer.cli import main
-from lancer.metrics import evaluate
+from lancer.metrics import evaluate, target_ranks
 from lancer.model import LancerConfig, load_model, recommend, save_model
 from lancer.pipeline import build_model, recommend_for_user
 from lancer.protocol import leave_one_out
@@ -85,10 +85,12 @@ def test_save_load_same_recommendations(trained, tmp_path):
 def test_best_checkpoint_reproduces_test_metrics(trained):
     ds, split, _, out, summary = trained
     best = load_model(out / "best", ds.items)
-    ranked, _ = recommend(best, [ex.history for ex in split.test], k=10, num_beams=3,
-                          decoding=summary["config"]["decoding"], progress=False)   # as the run evaluated its test split
-    again = evaluate(ranked, [ex.target for ex in split.test])
+    ranked, _ = recommend(best, [ex.history for ex in split.test], k=len(best.texts), num_beams=3,
+                          decoding=summary["config"]["decoding"], exclude=[ex.seen for ex in split.test],
+                          progress=False)                               # as the run evaluated its test split
+    again = evaluate(ranked, [ex.target for ex in split.test], full=True)
     assert again == pytest.approx(summary["lancer"])
+    assert target_ranks(ranked, [ex.target for ex in split.test]).tolist() == summary["test_ranks"]
     assert _test_ranking(load_model(out / "best", ds.items), split) == _test_ranking(best, split)
 
 
@@ -275,3 +277,18 @@ def test_group_by_length_batches_examples_of_similar_length(tmp_path, monkeypatc
         seen[grouped] = sorted(tuple(row[row != 0].tolist()) for b in batches for row in b["input_ids"] * b["attention_mask"])
     assert seen[True] == seen[False]                                      # the same sequences, batched differently
     assert padding[True] < 0.5 * padding[False], padding
+
+
+def test_recommend_leaves_out_the_users_history(checkpoint, capsys):
+    from lancer.pipeline import _checkpoint_data
+    ds, _, _ = _checkpoint_data(checkpoint)
+    user = ds.users[0]
+    seen = {ds.items.raw_id[i] for i in ds.sequences[0]}
+    for decoding in ("constrained", "free"):
+        rec = recommend_for_user(checkpoint, user, k=10, num_beams=4, decoding=decoding)
+        assert not {r["raw_id"] for r in rec["recommendations"]} & seen            # the history is excluded by default
+    with_seen = recommend_for_user(checkpoint, user, k=ds.n_items, num_beams=4, include_seen=True)
+    assert seen <= {r["raw_id"] for r in with_seen["recommendations"]}           # --include-seen keeps it
+    assert main(["recommend", "--checkpoint", str(checkpoint), "--user", str(user)]) == 0
+    printed = capsys.readouterr().out.split("top-")[1]
+    assert not any(ds.items.title[i] in printed for i in ds.sequences[0])

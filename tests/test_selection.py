@@ -1,0 +1,88 @@
+"""Model selection (notebook 15) on tiny data: LANCER's selection never reads a test target (changing every test item
+changes nothing it records), a record obeys its rule, and `main_job` runs what the records chose and reports CIs."""
+import json
+from dataclasses import asdict
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from lancer.backbone import OfflineBackboneConfig
+from lancer.model import LancerConfig
+from lancer.pipeline import chosen_config, main_job, train_lancer
+from lancer.selection import select, evaluate_chosen, write_json
+from lancer.training import TrainConfig, rule_dataset
+
+TINY = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=2, batch_size=16)
+LANCER = {"model": asdict(LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all")),
+          "train": asdict(TrainConfig(epochs_stage1=1, epochs_stage2=2, batch_size=16, windows_per_user=0, window_stride=4,
+                                      item_reps="cached", valid_users=0, progress=False))}
+CANDIDATES = {"plain": LANCER, "smoothed": {"model": LANCER["model"] | {"label_smoothing": 0.2}, "train": LANCER["train"]}}
+
+
+def toy(shift_test_items: int = 0):
+    "The 12-item rule data set under a name with a text template; optionally every user's last (test) item moved."
+    ds = rule_dataset(n_users=40, n_items=12, length=7)
+    ds.name = "ml-100k"
+    for seq in ds.sequences: seq[-1] = (seq[-1] + shift_test_items) % 12
+    return ds
+
+
+@pytest.fixture(autouse=True)
+def small_world(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("lancer.pipeline.OfflineBackboneConfig", lambda: TINY)   # the tiny backbone by default
+    torch.set_num_threads(1)
+
+
+def test_locked_run_never_tests(tmp_path):
+    summary = train_lancer(toy(), tmp_path / "run", config=LancerConfig(**LANCER["model"]),
+                           train_config=TrainConfig(**LANCER["train"]), lock_test=True)
+    assert "lancer" not in summary and "test_ranks" not in summary and summary["best_valid_ndcg@10"] > 0
+
+
+def test_lancer_selection_cannot_read_test(tmp_path):
+    records = [select("lancer", seeds=[0], dataset=toy(shift), max_history=4, results_dir=tmp_path / f"r{shift}",
+                      runs_dir=tmp_path / f"runs{shift}", only=CANDIDATES) for shift in (0, 5)]
+    scores = [{c: v["valid"] for c, v in r["candidates"].items()} for r in records]
+    assert scores[0] == scores[1]                         # other test items, the very same selection
+    assert records[0]["chosen"] == records[1]["chosen"] == max(scores[0], key=lambda c: scores[0][c][0])
+    saved = json.loads((tmp_path / "r0" / "ml-100k" / "cap4" / "lancer" / "selection.json").read_text())
+    assert saved["rule"].startswith("highest mean validation NDCG@10") and set(saved["candidates"]) == set(CANDIDATES)
+    assert not (tmp_path / "r0" / "ml-100k" / "cap4" / "lancer" / "test.json").exists()
+    tested = evaluate_chosen("lancer", toy(), max_history=4, results_dir=tmp_path / "r0", runs_dir=tmp_path / "runs0")
+    assert tested["candidate"] == saved["chosen"] and len(tested["seeds"]["0"]["ranks"]) == 40
+
+
+def test_select_refuses_to_rerun_after_its_record_and_test_needs_one(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run `lancer select` first"):
+        evaluate_chosen("sasrec", toy(), max_history=4, results_dir=tmp_path, runs_dir=tmp_path)
+
+
+def record(model: str, config: dict, mean: float = 0.1) -> dict:
+    return {"model": model, "chosen": "only", "rule": "test", "seeds": [0],
+            "candidates": {"only": {"config": config, "valid": [mean], "valid_mean": mean, "valid_std": None}}}
+
+
+def test_main_job_runs_the_selected_configurations(tmp_path):
+    sel = tmp_path / "selection"
+    lancer = {"model": LANCER["model"] | {"label_smoothing": 0.3}, "train": LANCER["train"]}
+    write_json(sel / "lancer" / "selection.json", record("lancer", lancer))
+    for name in ("sasrec", "gru4rec", "narm"):
+        write_json(sel / name / "selection.json", record(name, {"model": {"n_embd": 8}, "train": {"epochs": 1}}))
+    table = main_job(toy(), tmp_path / "out", selection_dir=sel, backbone_config=TINY)
+    out = tmp_path / "out"
+    summary = json.loads((out / "lancer" / "metrics.json").read_text())
+    assert summary["model_config"]["label_smoothing"] == 0.3                      # LANCER ran the chosen configuration
+    details = json.loads((out / "baselines" / "sasrec" / "baselines_details.json").read_text())
+    assert details["models"]["sasrec"]["config"]["n_embd"] == 8 and details["models"]["sasrec"]["epochs_run"] == 1
+    assert json.loads((out / "selection.json").read_text())["lancer"]["chosen"] == "only"
+    ranks = json.loads((out / "ranks.json").read_text())
+    assert set(ranks) == {"pop", "sasrec", "gru4rec", "narm", "lancer"} and all(len(r) == 40 for r in ranks.values())
+    saved = pd.read_csv(out / "results.csv", index_col=0)
+    assert {"ndcg@10 ci_low", "ndcg@10 diff", "ndcg@10 verdict"} <= set(saved.columns)
+    assert table.loc["lancer", "ndcg@10 ci_low"] <= table.loc["lancer", "ndcg@10"] <= table.loc["lancer", "ndcg@10 ci_high"]
+    with pytest.raises(ValueError, match="best validation mean"):
+        chosen_config(record("lancer", lancer) | {"chosen": "other"} | {"candidates": {
+            "only": {"config": lancer, "valid_mean": 0.1}, "other": {"config": lancer, "valid_mean": 0.05}}})
