@@ -6,7 +6,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from . import __version__
 
 # %% auto #0
 __all__ = ['DATASETS', 'PRESETS', 'MAIN_PRESET', 'BASELINES', 'build_parser', 'run', 'main']
@@ -16,6 +19,26 @@ DATASETS = ("ml-100k", "ml-1m", "mind-small", "goodreads-poetry")
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")  # lancer.pipeline.PRESETS
 MAIN_PRESET = "item-tokens"                                      # lancer.pipeline.MAIN_PRESET (neither imports torch)
 BASELINES = ("pop", "sasrec", "gru4rec", "narm")                 # lancer.baselines.BASELINES, likewise
+
+def _number(kind, ok, what: str):
+    "An argparse type: `kind(text)` checked by `ok`, else a one-line error saying what was expected."
+    def parse(text: str):
+        try: value = kind(text)
+        except ValueError: value = None
+        if value is None or not ok(value): raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+    parse.__name__ = what
+    return parse
+
+_positive = _number(int, lambda v: v >= 1, "a positive integer")
+_count = _number(int, lambda v: v >= 0, "an integer >= 0")
+_positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
+_fraction = _number(float, lambda v: 0 <= v < 1, "a number in [0, 1)")
+
+class _Parser(argparse.ArgumentParser):
+    "An argument parser whose errors are one line: `lancer <command>: error: argument --x: must be ..., got '...'`."
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
 
 def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--dataset", default="ml-100k", help=f"one of {', '.join(DATASETS)} (default: ml-100k)")
@@ -28,92 +51,97 @@ def _add_training(p: argparse.ArgumentParser):
     g.add_argument("--output-dir", required=True, help="where checkpoints and metrics.json go")
     g.add_argument("--preset", choices=PRESETS, default="text",
                    help="configuration that the options below change (default: text, the paper's text generation)")
-    g.add_argument("--epochs-stage1", type=int, default=None)
-    g.add_argument("--epochs-stage2", type=int, default=None)
-    g.add_argument("--batch-size", type=int, default=None)
-    g.add_argument("--lr", type=float, default=None, help="stage-2 learning rate")
-    g.add_argument("--lr-stage1", type=float, default=None)
-    g.add_argument("--grad-accum", type=int, default=None)
-    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None)
-    g.add_argument("--windows-per-user", type=int, default=None, help="most recent training windows kept per user (0: all)")
+    g.add_argument("--epochs-stage1", type=_count, default=None, help="stage-1 epochs (prompts only; 0 skips the stage)")
+    g.add_argument("--epochs-stage2", type=_count, default=None, help="stage-2 epochs (prompts + LM; 0 skips)")
+    g.add_argument("--batch-size", type=_positive, default=None, help="examples per optimizer step and process")
+    g.add_argument("--lr", type=_positive_float, default=None, help="stage-2 learning rate")
+    g.add_argument("--lr-stage1", type=_positive_float, default=None, help="stage-1 learning rate")
+    g.add_argument("--grad-accum", type=_positive, default=None, help="batches accumulated per optimizer step")
+    g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], default=None, help="Accelerate's mixed precision (fp16: GPU only)")
+    g.add_argument("--windows-per-user", type=_count, default=None, help="most recent training windows kept per user (0: all)")
     g.add_argument("--one-example-per-user", action="store_true", help="published choice: one training example per user")
-    g.add_argument("--valid-users", type=int, default=None, help="validate on a fixed random subset of users (0: all)")
-    g.add_argument("--num-beams", type=int, default=None)
+    g.add_argument("--valid-users", type=_count, default=None, help="validate on a fixed random subset of users (0: all)")
+    g.add_argument("--num-beams", type=_positive, default=None, help="beams at evaluation (= candidates per user)")
     g.add_argument("--decoding", choices=["free", "constrained", "greedy"], default=None,
                    help="free beam search + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     g.add_argument("--item-reps", choices=["exact", "cached"], default=None,
                    help="encode each batch's history items every step (exact) or read them from a catalogue table (cached)")
-    g.add_argument("--refresh-every", type=int, default=None, help="cached: steps between catalogue-table refreshes")
-    g.add_argument("--knowledge-items", type=int, default=None, help="cached: items per step in the knowledge loss")
-    g.add_argument("--window-stride", type=int, default=None,
+    g.add_argument("--refresh-every", type=_positive, default=None, help="cached: steps between catalogue-table refreshes")
+    g.add_argument("--knowledge-items", type=_positive, default=None, help="cached: items per step in the knowledge loss")
+    g.add_argument("--window-stride", type=_positive, default=None,
                    help="keep every Nth training window per user (max_history with --item-tokens instead --loss-on all)")
     g.add_argument("--group-by-length", action="store_true",
                    help="batch training examples of similar token length (less padding with text items)")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    g.add_argument("--seed", type=_count, default=0, help="seed of the run (data order, initialisation, backbone)")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto", help="where to train (auto: a GPU if there is one)")
     g.add_argument("--resume", action="store_true", help="continue from OUTPUT_DIR/last")
+    g.add_argument("--force-resume", action="store_true",
+                   help="with --resume: continue even though training settings changed (the result is then not exact)")
     m = p.add_argument_group("model")
-    m.add_argument("--max-history", type=int, default=None)
-    m.add_argument("--n-prefix", type=int, default=None, help="knowledge-prompt length P")
-    m.add_argument("--item-repr", choices=["last", "mean", "published"], default=None)
-    m.add_argument("--loss-on", choices=["target", "all"], default=None)
+    m.add_argument("--max-history", type=_positive, default=None, help="history cap: items the model reads per user")
+    m.add_argument("--n-prefix", type=_positive, default=None, help="knowledge-prompt length P")
+    m.add_argument("--item-repr", choices=["last", "mean", "published"], default=None, help="item representation: last token, mean of tokens, or the published (defect 1)")
+    m.add_argument("--loss-on", choices=["target", "all"], default=None, help="sequence loss on the next item's tokens (target) or every real token (all, published)")
     m.add_argument("--item-tokens", choices=["none", "instead", "after"], default=None,
                    help="each item also gets a token of its own, written instead of or after its text; the next item is "
                         "then a softmax over the catalogue (default: none, items as text as in the paper)")
     m.add_argument("--item-encoder", choices=["knowledge", "minilm"], default=None,
                    help="reasoning queries from the knowledge-prompted LM (paper) or frozen all-MiniLM-L6-v2 vectors")
-    m.add_argument("--label-smoothing", type=float, default=None, help="label smoothing of the catalogue softmax (item tokens)")
-    m.add_argument("--lm-dropout", type=float, default=None, help="dropout inside the generating LM (default: the backbone's)")
+    m.add_argument("--label-smoothing", type=_fraction, default=None, help="label smoothing of the catalogue softmax (item tokens)")
+    m.add_argument("--lm-dropout", type=_fraction, default=None, help="dropout inside the generating LM (default: the backbone's)")
     m.add_argument("--no-reasoning-prompt", action="store_true",
                    help="ablation: the LM reads the knowledge prompt itself instead of the per-user reasoning prompt")
     m.add_argument("--shared-kv", action="store_true",
                    help="the reasoning attention's keys/values are the knowledge prompt's vectors themselves (published, defect 2)")
-    m.add_argument("--protocol", choices=["default", "published"], default="default")
+    m.add_argument("--protocol", choices=["default", "published"], default="default", help="split protocol: default (validation item) or published (selects on test)")
     b = p.add_argument_group("offline backbone")
-    b.add_argument("--n-layer", type=int, default=None)
-    b.add_argument("--n-embd", type=int, default=None)
-    b.add_argument("--n-head", type=int, default=None)
-    b.add_argument("--pretrain-epochs", type=int, default=None)
+    b.add_argument("--n-layer", type=_positive, default=None, help="offline backbone: transformer layers")
+    b.add_argument("--n-embd", type=_positive, default=None, help="offline backbone: width")
+    b.add_argument("--n-head", type=_positive, default=None, help="offline backbone: attention heads")
+    b.add_argument("--pretrain-epochs", type=_positive, default=None, help="offline backbone: domain-pretraining epochs")
     b.add_argument("--pretrain-on-sequences", action=argparse.BooleanOptionalAction, default=None,
                    help="also domain-pretrain on the training split's sequence texts (default: yes)")
 
 def build_parser() -> argparse.ArgumentParser:
     "The `lancer` argument parser."
-    parser = argparse.ArgumentParser(prog="lancer", description="LANCER: sequential recommendation as "
+    parser = _Parser(prog="lancer", description="LANCER: sequential recommendation as "
                                      "content-enriched language modeling (arXiv 2309.10435).")
+    parser.add_argument("--version", action="version", version=f"lancer {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("data", help="load a dataset and print its statistics before/after filtering")
     _add_data(p)
-    p.add_argument("--min-interactions", type=int, default=5)
+    p.add_argument("--min-interactions", type=_positive, default=5, help="keep users with at least this many interactions")
     p = sub.add_parser("baselines", help="train and evaluate Pop, SASRec, GRU4Rec and NARM")
     _add_data(p)
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-history", type=int, default=10)
-    p.add_argument("--models", nargs="+", choices=BASELINES, default=list(BASELINES))
-    p.add_argument("--stride", type=int, default=None, help="training-window stride (default: the history cap)")
+    p.add_argument("--output-dir", required=True, help="where the run writes its files")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the run (data order, initialisation, backbone)")
+    p.add_argument("--max-history", type=_positive, default=10, help="history cap: items the model reads per user")
+    p.add_argument("--models", nargs="+", choices=BASELINES, default=list(BASELINES), help="which baselines to run")
+    p.add_argument("--stride", type=_positive, default=None, help="training-window stride (default: the history cap)")
     p.add_argument("--every-position", action="store_true",
                    help="every position of every window a target (with --stride below the cap, targets recur)")
     p.add_argument("--include-seen", action="store_true", help="rank the users' already-seen items too (not standard)")
     p = sub.add_parser("train", help="train LANCER (two stages) and evaluate it on the test split")
     _add_data(p); _add_training(p)
+    p.add_argument("--min-interactions", type=_positive, default=5, help="keep users with at least this many interactions")
     p = sub.add_parser("evaluate", help="evaluate a checkpoint on the test (or validation) split")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--split", choices=["test", "valid"], default="test")
-    p.add_argument("--num-beams", type=int, default=10)
-    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained")
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by lancer train")
+    p.add_argument("--split", choices=["test", "valid"], default="test", help="which split to evaluate on")
+    p.add_argument("--num-beams", type=_positive, default=10, help="beams at evaluation (= candidates per user)")
+    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained", help="free beams + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     p.add_argument("--include-seen", action="store_true", help="rank the users' already-seen items too (not standard)")
     p = sub.add_parser("recommend", help="print a user's recent history and top-10 from a checkpoint")
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by lancer train")
     p.add_argument("--user", required=True, help="raw user id, as in the dataset's files")
-    p.add_argument("-k", type=int, default=10)
-    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained")
+    p.add_argument("-k", type=_positive, default=10, help="how many items to recommend")
+    p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained", help="free beams + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     p.add_argument("--include-seen", action="store_true", help="also recommend items the user has interacted with")
     p = sub.add_parser("main", help="the README's main job: baselines and LANCER on one split, one table")
     _add_data(p)
-    p.add_argument("--output-dir", default="runs/main")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-baselines", action="store_true")
+    p.add_argument("--output-dir", default="runs/main", help="where the run writes its files")
+    p.add_argument("--seed", type=_count, default=0, help="seed of the run (data order, initialisation, backbone)")
+    p.add_argument("--no-baselines", action="store_true", help="run LANCER only")
     p.add_argument("--selection-dir", default=None,
                    help="where `lancer select` wrote the models' selection records (default: "
                         "results/selection/DATASET/cap10); each model runs the configuration its record chose")
@@ -123,38 +151,38 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="choose a model's configuration on validation (test locked), then test it once")
     _add_data(p)
     p.add_argument("--model", default="lancer", choices=("lancer", *BASELINES), help="whose candidates (default: lancer)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="the same seeds for every candidate")
-    p.add_argument("--max-history", type=int, default=10, help="history cap of the split (a table per cap)")
+    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="the same seeds for every candidate")
+    p.add_argument("--max-history", type=_positive, default=10, help="history cap of the split (a table per cap)")
     p.add_argument("--results-dir", default="results/selection", help="selection records, test results, tables")
     p.add_argument("--runs-dir", default="runs/selection", help="the candidates' trained models")
     p.add_argument("--test", action="store_true", help="test the chosen candidate once per seed (after selection)")
     p.add_argument("--table", action="store_true", help="print the table of every tested model (CIs, paired differences)")
     p = sub.add_parser("ablation", help="train ablation rows with several seeds (results/ablation, notebook 14)")
     p.add_argument("--rows", nargs="+", default=None, help="row names (default: every row of lancer.ablation.ABLATIONS)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--output-dir", default="results/ablation")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="seeds to run (the same for every row)")
+    p.add_argument("--output-dir", default="results/ablation", help="where the run writes its files")
+    p.add_argument("--dataset", default="ml-100k", help="data set name")
     p.add_argument("--no-baselines", action="store_true", help="do not run Pop/SASRec/GRU4Rec per seed")
     p.add_argument("--baselines-only", action="store_true", help="only the baselines per seed")
     p = sub.add_parser("history-lengths", help="LANCER and SASRec tested on truncated histories (cold-start proxy, notebook 14)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--output-dir", default="results/history-lengths")
+    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="seeds to run (the same for every row)")
+    p.add_argument("--output-dir", default="results/history-lengths", help="where the run writes its files")
     p.add_argument("--row", default=None, help="the LANCER row of lancer.ablation.ABLATIONS (default: the main job's)")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--dataset", default="ml-100k", help="data set name")
     p = sub.add_parser("template-robustness", help="the main job tested with perturbed prompt templates (notebook 14)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--output-dir", default="results/template-robustness")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="seeds to run (the same for every row)")
+    p.add_argument("--output-dir", default="results/template-robustness", help="where the run writes its files")
+    p.add_argument("--dataset", default="ml-100k", help="data set name")
     p = sub.add_parser("decoding", help="the paper's text model ranked by every decoding and mapper (notebook 14)")
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--output-dir", default="results/decoding")
-    p.add_argument("--dataset", default="ml-100k")
+    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="seeds to run (the same for every row)")
+    p.add_argument("--output-dir", default="results/decoding", help="where the run writes its files")
+    p.add_argument("--dataset", default="ml-100k", help="data set name")
     p.add_argument("--checkpoint", nargs="+", default=[], metavar="SEED=PATH",
                    help="use this trained checkpoint of the text row for SEED instead of training it")
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
-    p.add_argument("--naive-sequences", type=int, default=None, help="timed naive sequences per stage")
+    p.add_argument("--naive-sequences", type=_positive, default=None, help="timed naive sequences per stage")
     return parser
 
 # %% ../nbs/12_cli.ipynb #b1b00d91
@@ -209,8 +237,9 @@ def _print_metrics(metrics: dict):
 
 def run(args) -> int:
     "Execute one parsed command."
-    if getattr(args, "dataset", None) is not None and args.dataset not in DATASETS and args.data_dir is None:
+    if getattr(args, "dataset", None) is not None and args.dataset not in DATASETS and getattr(args, "data_dir", None) is None:
         raise KeyError(f"unknown dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
+    if getattr(args, "output_dir", None) is not None: _check_writable(args.output_dir)
     if args.command == "data":
         from lancer.data import data_command
         print(data_command(args.dataset, args.data_dir, args.min_interactions))
@@ -226,7 +255,8 @@ def run(args) -> int:
         from lancer.pipeline import train_lancer
         config, train_config, backbone_config = _configs(args)
         summary = train_lancer(args.dataset, args.output_dir, args.backbone, args.data_dir, config, train_config,
-                               backbone_config, args.device, args.resume, args.protocol)
+                               backbone_config, args.device, args.resume, args.protocol, args.min_interactions,
+                               force=args.force_resume)
         print(f"test ({summary['wall_time_s']:.0f} s, peak memory {summary['peak_memory_mb']:.0f} MB):")
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":
@@ -281,6 +311,19 @@ def run(args) -> int:
         print(f"report: {args.output}")
     return 0
 
+# %% ../nbs/12_cli.ipynb #12e1031d
+def _check_writable(folder: str) -> None:
+    "Refuse, before any work, an output folder that is a file or cannot be created or written."
+    from pathlib import Path
+    path = Path(folder)
+    if path.exists() and not path.is_dir(): raise NotADirectoryError(f"--output-dir {folder} is a file, not a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-test-{os.getpid()}"
+        probe.write_text(""); probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"--output-dir {folder} cannot be written: {e.strerror or e}") from None
+
 # %% ../nbs/12_cli.ipynb #78693a08
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lancer` console script."
@@ -288,9 +331,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from lancer.data import DataFormatError, DownloadError
     from lancer.backbone import BackboneError
+    from lancer.training import RunLockedError
     try:
         return run(args)
-    except (KeyError, ValueError, FileNotFoundError, DataFormatError, DownloadError, BackboneError) as e:
+    except (KeyError, ValueError, OSError, DataFormatError, DownloadError, BackboneError, RunLockedError) as e:
+        if args.debug: raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"lancer: error: {msg}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -19,6 +20,7 @@ import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -33,7 +35,8 @@ __all__ = ['ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODRE
            'SeqDataset', 'build_sequences', 'read_lines', 'load_ml100k', 'load_recbole_atomic', 'load_ml1m',
            'load_mind', 'parse_goodreads_time', 'read_json_lines', 'load_goodreads', 'DownloadError',
            'default_cache_dir', 'sha256sum', 'verify_checksum', 'download', 'fetch_recbole_ml100k', 'load_dataset',
-           'filter_min_interactions', 'dataset_stats', 'stats_table', 'data_command']
+           'filter_min_interactions', 'dataset_stats', 'stats_table', 'data_command', 'dataset_fingerprint',
+           'write_atomic', 'atomic_directory', 'complete_directory']
 
 # %% ../nbs/00_data.ipynb #272e48d0
 class DataFormatError(ValueError):
@@ -487,8 +490,13 @@ def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str |
 # %% ../nbs/00_data.ipynb #8e81c959
 def filter_min_interactions(ds: SeqDataset, min_interactions: int = 5,
                             drop_unused_items: bool = True) -> tuple[SeqDataset, dict]:
-    "Drop users with fewer than `min_interactions` interactions (and then unused items); return (dataset, report)."
+    """Drop users with fewer than `min_interactions` interactions (and then unused items); return (dataset, report).
+    A filter that would leave no user is refused, with how long the longest history is."""
     keep = [k for k, s in enumerate(ds.sequences) if len(s) >= min_interactions]
+    if not keep:
+        longest = max((len(s) for s in ds.sequences), default=0)
+        raise DataFormatError(f"{ds.name}: no user has at least {min_interactions} interactions ({ds.n_users} users, the "
+                              f"longest history has {longest}); lower the minimum (--min-interactions)")
     kept = set(keep)
     seqs = [ds.sequences[k] for k in keep]
     ts = [ds.timestamps[k] for k in keep] if ds.timestamps is not None else None
@@ -532,3 +540,42 @@ def data_command(dataset: str, data_dir: str | None = None, min_interactions: in
              f"filter: users with fewer than {min_interactions} interactions dropped: {len(rep['dropped_users'])} users, "
              f"{rep['dropped_interactions']} interactions; items left without interactions: {len(rep['dropped_items'])}"]
     return "\n".join(lines)
+
+# %% ../nbs/00_data.ipynb #231039da
+def dataset_fingerprint(ds: SeqDataset) -> str:
+    "A short hash of everything a model trained on `ds` depends on: item ids and texts, users, their sequences."
+    h = hashlib.sha256()
+    h.update(ds.items.to_csv(index=False).encode())
+    for user, seq in zip(ds.users, ds.sequences):
+        h.update(f"{user}\0".encode()); h.update(np.asarray(seq, dtype=np.int64).tobytes())
+    return h.hexdigest()[:16]
+
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    "Write `data` to `path` via a temporary sibling renamed into place (readers see the old file or the new one)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+    return path
+
+@contextmanager
+def atomic_directory(path: str | Path):
+    """Yield an empty temporary sibling of folder `path` to fill; when the block ends without error it replaces `path`
+    (the old folder is renamed aside first and removed last, so a crash leaves one complete copy; see `complete_directory`)."""
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
+    for stale in path.parent.glob(f".{path.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # killed writers'
+    tmp.mkdir()
+    try: yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    if path.exists(): os.replace(path, old)
+    os.replace(tmp, path)
+    for aside in path.parent.glob(f".{path.name}.old-*"): shutil.rmtree(aside, ignore_errors=True)
+
+def complete_directory(path: str | Path) -> Path | None:
+    "`path` if it exists, else the copy an interrupted `atomic_directory` left aside (None if there is neither)."
+    path = Path(path)
+    if path.exists(): return path
+    aside = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    return aside[-1] if aside else None

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import as_cache, text_position_ids
+from .data import atomic_directory
 from .generation import ItemTrie, generate
 from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
@@ -27,7 +28,7 @@ __all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_b
            'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
            'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel',
            'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model',
-           'load_model', 'load_knowledge_prompt']
+           'write_model', 'load_model', 'load_knowledge_prompt']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -442,8 +443,13 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
 
 # %% ../nbs/07_model.ipynb #5aef73f0
 def save_model(model: LancerModel, path: str | Path, extra: dict | None = None) -> Path:
-    "Write `model` to directory `path` (safetensors + json); `extra` is stored in lancer.json (e.g. dataset name)."
-    path = Path(path); path.mkdir(parents=True, exist_ok=True)
+    """Write `model` to directory `path` (safetensors + json), whole or not at all (`atomic_directory`); `extra` is stored
+    in lancer.json (e.g. dataset name)."""
+    with atomic_directory(path) as tmp: write_model(model, tmp, extra)
+    return Path(path)
+
+def write_model(model: LancerModel, path: Path, extra: dict | None = None) -> Path:
+    "Write `model`'s files into the existing folder `path` (what `save_model` puts in its temporary folder)."
     model.lm.save_pretrained(path / "lm")
     model.knowledge_lm.save_pretrained(path / "knowledge_lm")
     model.tokenizer.save_pretrained(path / "tokenizer")

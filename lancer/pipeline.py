@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 
@@ -17,11 +18,12 @@ import torch
 from accelerate import Accelerator
 
 from .backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
-from .data import default_cache_dir, filter_min_interactions, load_dataset, SeqDataset
+from .data import (SeqDataset, atomic_directory, dataset_fingerprint, default_cache_dir, filter_min_interactions,
+                         load_dataset, write_atomic)
 from .metrics import compare_models, ndcg_at_k, results_table
 from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend
 from .protocol import Split, TextTemplate, leave_one_out, template_for
-from .training import TrainConfig, evaluate_examples, peak_memory_mb, train
+from .training import TrainConfig, evaluate_examples, peak_memory_mb, run_lock, train
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',
@@ -45,8 +47,8 @@ def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBa
     texts = backbone_corpus(ds, template, recent, window=split.max_history + 1 if split else 11)
     key = hashlib.sha256(json.dumps([asdict(cfg), texts]).encode()).hexdigest()[:12]
     path = default_cache_dir(cache_dir) / "backbones" / f"{ds.name}-{key}"
-    if not (path / "config.json").exists():
-        build_offline_backbone(texts, cfg, path)
+    if not (path / "config.json").exists():                           # built whole or not at all: no half-built cache
+        with atomic_directory(path) as tmp: build_offline_backbone(texts, cfg, tmp)
     return path
 
 def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig | None = None,
@@ -70,36 +72,54 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  data_dir: str | None = None, config: LancerConfig | None = None, train_config: TrainConfig | None = None,
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
                  protocol: str = "default", min_interactions: int = 5,
-                 knowledge_prompt_from: str | Path | None = None, lock_test: bool = False) -> dict:
+                 knowledge_prompt_from: str | Path | None = None, lock_test: bool = False, force: bool = False) -> dict:
     """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
     `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
     with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, notebook 14)."""
     t0 = time.time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
-    ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
-    if lock_test: split = split.lock_test()
-    model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
-    if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
-    extra = {"dataset": ds.name, "data_dir": data_dir, "min_interactions": min_interactions, "protocol": protocol,
-             "backbone": backbone,
-             "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
-    summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra)
+    with run_lock(output_dir) if accelerator.is_main_process else nullcontext():   # one run per folder, from the start
+        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
+        if lock_test: split = split.lock_test()
+        extra = {"dataset": ds.name, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
+                 "min_interactions": min_interactions, "protocol": protocol, "backbone": backbone,
+                 "data_fingerprint": dataset_fingerprint(ds), "n_items": ds.n_items, "n_users": ds.n_users,
+                 "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
+        if resume: _check_same_data(Path(output_dir) / "last", extra)
+        model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
+        if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
+        summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra, force=force)
     summary["total_wall_time_s"] = round(time.time() - t0, 1)
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
     if accelerator.is_main_process and "train_steps" in summary:
-        (Path(output_dir) / "metrics.json").write_text(json.dumps(summary, indent=2))
+        write_atomic(Path(output_dir) / "metrics.json", json.dumps(summary, indent=2))
     return summary
+
+def _check_same_data(checkpoint: Path, extra: dict) -> None:
+    "Refuse a checkpoint trained on other data than `extra` describes (its fingerprint, when it has one)."
+    meta = checkpoint / "lancer.json"
+    if not meta.exists(): return
+    saved = json.loads(meta.read_text()).get("extra", {})
+    if "data_fingerprint" in saved and saved["data_fingerprint"] != extra["data_fingerprint"]:
+        raise ValueError(f"{checkpoint.parent} was trained on other data: {saved['dataset']} with {saved.get('n_items')} "
+                         f"items (fingerprint {saved['data_fingerprint']}, from {saved.get('data_dir') or 'the cache'}), "
+                         f"not {extra['dataset']} with {extra['n_items']} items (fingerprint {extra['data_fingerprint']})")
 
 def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
     meta_path = Path(checkpoint) / "lancer.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{checkpoint} is not a lancer checkpoint (no lancer.json in it)")
-    meta = json.loads(meta_path.read_text())
+    try: meta = json.loads(meta_path.read_text())
+    except (ValueError, UnicodeDecodeError) as e: raise ValueError(f"{meta_path} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
+        raise ValueError(f"{meta_path} has no model configuration: not a lancer checkpoint, or a damaged one")
     extra = meta.get("extra", {})
     ds, split = prepare_data(extra.get("dataset", "ml-100k"), extra.get("data_dir"), extra.get("min_interactions", 5),
                              meta["config"]["max_history"], extra.get("protocol", "default"))
+    if "data_fingerprint" in extra:
+        _check_same_data(Path(checkpoint), {"dataset": ds.name, "n_items": ds.n_items, "data_fingerprint": dataset_fingerprint(ds)})
     return ds, split, meta
 
 def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_beams: int = 10, decoding: str = "constrained",

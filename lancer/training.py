@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import random
 import resource
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -25,14 +27,16 @@ from tqdm.auto import tqdm
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .metrics import evaluate_ranks, target_ranks
+from .data import atomic_directory, complete_directory, write_atomic
 from .model import (ItemTexts, LancerModel, catalogue_representations, load_model, recommend, save_model,
-                          sequence_batch, sequence_ids)
+                          sequence_batch, sequence_ids, write_model)
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
-__all__ = ['TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order', 'padding_fraction',
-           'example_ranks', 'evaluate_examples', 'save_training_state', 'cached_inputs', 'weight_average',
-           'peak_rss_mb', 'peak_memory_mb', 'train', 'plot_training']
+__all__ = ['RESUMABLE_CHANGES', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order',
+           'padding_fraction', 'example_ranks', 'evaluate_examples', 'save_training_state', 'restore_rngs',
+           'cached_inputs', 'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'check_resumable', 'train',
+           'plot_training', 'RunLockedError', 'run_lock']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
 @dataclass
@@ -155,16 +159,31 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict, meta: dict):
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict, extra: dict,
-                        average: AveragedModel | None = None):
-    "Write a resumable checkpoint to `path` (with the weight average, if there is one)."
-    save_model(model, path, extra)
-    if average is not None: save_file(_average_tensors(average), path / "average.safetensors")
-    tensors, meta = _optimizer_tensors(opt)
-    tensors["rng.torch"] = torch.get_rng_state()
-    save_file(tensors, path / "optimizer.safetensors")
-    meta["scheduler"] = sched.state_dict()
-    (path / "optimizer.json").write_text(json.dumps(meta, default=str))
-    (path / "trainer.json").write_text(json.dumps(state, indent=2))
+                        average: AveragedModel | None = None, sampler: torch.Generator | None = None,
+                        table: torch.Tensor | None = None):
+    "Write a resumable checkpoint to `path`, whole or not at all: model, optimizer, schedule, average, RNGs, cached table."
+    with atomic_directory(path) as tmp:
+        write_model(model, tmp, extra)
+        if average is not None: save_file(_average_tensors(average), tmp / "average.safetensors")
+        tensors, meta = _optimizer_tensors(opt)
+        numpy_state = np.random.get_state()
+        tensors |= {"rng.torch": torch.get_rng_state(), "rng.numpy": torch.from_numpy(numpy_state[1].astype(np.int64))}
+        if sampler is not None: tensors["rng.sampler"] = sampler.get_state()
+        if table is not None: tensors["cache.table"] = table.detach().cpu().contiguous()
+        save_file(tensors, tmp / "optimizer.safetensors")
+        meta |= {"scheduler": sched.state_dict(), "rng.python": random.getstate(), "rng.numpy": list(numpy_state[2:])}
+        (tmp / "optimizer.json").write_text(json.dumps(meta, default=str))
+        (tmp / "trainer.json").write_text(json.dumps(state, indent=2))
+
+def restore_rngs(tensors: dict, meta: dict, sampler: torch.Generator) -> torch.Tensor | None:
+    "Set every RNG to the state a checkpoint saved (removing those entries from `tensors`); returns its cached table."
+    torch.set_rng_state(tensors.pop("rng.torch"))
+    if "rng.sampler" in tensors: sampler.set_state(tensors.pop("rng.sampler"))
+    if "rng.numpy" in tensors:
+        np.random.set_state(("MT19937", tensors.pop("rng.numpy").numpy().astype(np.uint32), *meta["rng.numpy"]))
+        version, internal, gauss = meta["rng.python"]
+        random.setstate((version, tuple(internal), gauss))
+    return tensors.pop("cache.table", None)
 
 # %% ../nbs/10_training.ipynb #d4e42e09
 def cached_inputs(batch: dict, table: torch.Tensor, k: int, generator: torch.Generator) -> dict:
@@ -209,10 +228,22 @@ def peak_memory_mb() -> float:
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else 0.0
     return peak_rss_mb() + gpu
 
+RESUMABLE_CHANGES = ("progress", "max_steps", "save_every", "eval_batch_size")  # settings a resumed run may change
+
+def check_resumable(saved: dict, now: dict, force: bool = False) -> None:
+    "Refuse to resume a run whose training settings changed (other than `RESUMABLE_CHANGES`), unless `force`."
+    changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+    if changed and not force:
+        raise ValueError("cannot resume: the training settings differ from the checkpoint's (" +
+                         ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items()) +
+                         "); use the same settings, or force the resume")
+
 def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | Path,
-          accelerator: Accelerator | None = None, resume: bool = False, extra: dict | None = None) -> dict:
+          accelerator: Accelerator | None = None, resume: bool = False, extra: dict | None = None,
+          force: bool = False) -> dict:
     """Two-stage training with validation every epoch; returns the run summary (also written to output_dir/metrics.json).
-    The best model (validation NDCG@10) is in output_dir/best, the resumable last state in output_dir/last."""
+    The best model (validation NDCG@10) is in output_dir/best, the resumable last state in output_dir/last (`resume`
+    continues from it, refusing changed settings unless `force`)."""
     t0 = time.time()
     out = Path(output_dir)
     accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
@@ -232,14 +263,17 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         if cfg.group_by_length else None
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
                       loss_on=model.config.loss_on, item_tokens=model.config.item_tokens)
-    state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": []}
-    opt_state = None
-    if resume and (out / "last" / "trainer.json").exists():
-        state = json.loads((out / "last" / "trainer.json").read_text())
-        fresh = load_model(out / "last", model.texts.items, device=accelerator.device)
+    settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
+    state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": [],
+             "settings": settings, "refreshed_at": 0, "running": None}
+    opt_state, cached, last = None, None, complete_directory(out / "last")
+    if resume and last is not None and (last / "trainer.json").exists():
+        state = json.loads((last / "trainer.json").read_text())
+        if "settings" in state: check_resumable(state["settings"], settings, force)
+        fresh = load_model(last, model.texts.items, device=accelerator.device)
         model.load_state_dict(fresh.state_dict())
-        opt_state = (load_file(out / "last" / "optimizer.safetensors"), json.loads((out / "last" / "optimizer.json").read_text()))
-        torch.set_rng_state(opt_state[0].pop("rng.torch"))
+        opt_state = (load_file(last / "optimizer.safetensors"), json.loads((last / "optimizer.json").read_text()))
+        cached = restore_rngs(opt_state[0], opt_state[1], sampler)
         if main: print(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
     epochs = {1: cfg.epochs_stage1, 2: cfg.epochs_stage2}
     stopped = False
@@ -248,6 +282,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         model.set_stage(stage)
         average = weight_average(model, cfg.ema_decay) if cfg.ema_decay else None
         table, refreshed_at = None, 0                     # cached item representations (cfg.item_reps == "cached")
+        if cached is not None and state["stage"] == stage:
+            table, refreshed_at, cached = cached.to(accelerator.device), state["refreshed_at"], None
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
@@ -255,8 +291,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         if opt_state is not None and state["stage"] == stage:
             _load_optimizer(opt, *opt_state)
             sched.load_state_dict(opt_state[1]["scheduler"])
-            if average is not None and (out / "last" / "average.safetensors").exists():
-                _load_average(average, load_file(out / "last" / "average.safetensors"))
+            if average is not None and (last / "average.safetensors").exists():
+                _load_average(average, load_file(last / "average.safetensors"))
             opt_state = None
         accelerator.free_memory()
         wrapped, opt_p = accelerator.prepare(model, opt)  # the schedule counts optimizer steps itself (not per process)
@@ -270,7 +306,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
             wrapped.train()
             bar = tqdm(total=len(loader) // cfg.grad_accum, initial=skip, desc=f"stage {stage} epoch {epoch + 1}/{epochs[stage]}",
                        disable=not (cfg.progress and main), leave=False)
-            step_in_epoch, running = skip, None
+            step_in_epoch, running = skip, state["running"] if skip else None
             for batch in batches:
                 if cfg.item_reps == "cached":
                     if table is None or state["global_step"] - refreshed_at >= cfg.refresh_every:
@@ -289,17 +325,18 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                 running = loss if running is None else 0.95 * running + 0.05 * loss
                 bar.set_postfix(loss=f"{running:.3f}", seq=f"{losses['sequence_loss'].item():.3f}",
                                 know=f"{losses['knowledge_loss'].item():.3f}")
-                state |= {"stage": stage, "epoch": epoch, "step_in_epoch": step_in_epoch, "last_loss": loss}
+                state |= {"stage": stage, "epoch": epoch, "step_in_epoch": step_in_epoch, "last_loss": loss,
+                          "running": running, "refreshed_at": refreshed_at}
                 state.setdefault("steps", []).append({"stage": stage, "step": state["global_step"], "loss": round(loss, 5),
                                                       "sequence_loss": round(losses["sequence_loss"].item(), 5),
                                                       "knowledge_loss": round(losses["knowledge_loss"].item(), 5)})
                 if cfg.save_every and state["global_step"] % cfg.save_every == 0 and main:
-                    save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
+                    save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
                 if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
                     stopped = True; break
             bar.close()
             if stopped:
-                if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
+                if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
                 accelerator.wait_for_everyone()
                 return {"stopped_at": dict(state), "wall_time_s": time.time() - t0}
             scored = average.module if average is not None else model      # the weights that are validated and kept
@@ -312,8 +349,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                 if metrics["ndcg@10"] > state["best_ndcg@10"]:
                     state["best_ndcg@10"] = metrics["ndcg@10"]
                     save_model(scored, out / "best", (extra or {}) | {"selected_at": record})
-            state |= {"stage": stage, "epoch": epoch + 1, "step_in_epoch": 0}
-            if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average)
+            state |= {"stage": stage, "epoch": epoch + 1, "step_in_epoch": 0, "refreshed_at": refreshed_at}
+            if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
             accelerator.wait_for_everyone()
         state |= {"stage": stage + 1, "epoch": 0, "step_in_epoch": 0}
     accelerator.wait_for_everyone()
@@ -322,12 +359,13 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config),
                "train_steps": state.get("steps", [])}
     if not split.test_locked:                                 # model selection locks the test split: no test then
-        best = load_model(out / "best", model.texts.items, device=accelerator.device) if (out / "best").exists() else model
+        best_dir = complete_directory(out / "best")
+        best = model if best_dir is None else load_model(best_dir, model.texts.items, device=accelerator.device)
         ranks = example_ranks(best, split.test, cfg, accelerator)
         summary = {"lancer": evaluate_ranks(ranks), "test_ranks": ranks.tolist()} | summary
     if main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2))
+        write_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     return summary
 
 # %% ../nbs/10_training.ipynb #2982cbd9
@@ -350,3 +388,35 @@ def plot_training(summary: dict, smooth: int = 20):
     ax[1].legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+# %% ../nbs/10_training.ipynb #0394741f
+class RunLockedError(RuntimeError):
+    "Another live process is writing to the same output folder."
+
+def _alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    return True
+
+@contextmanager
+def run_lock(folder: str | Path):
+    "Hold `folder/.lock` while the block runs; refuse if a live process holds it, take over a dead one's."
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir(): raise NotADirectoryError(f"output folder {folder} is a file")
+    folder.mkdir(parents=True, exist_ok=True)
+    lock = folder / ".lock"
+    while True:
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY); break
+        except FileExistsError:
+            text = lock.read_text().strip() if lock.exists() else ""
+            owner = int(text) if text.isdigit() else 0
+            if owner and owner != os.getpid() and _alive(owner):
+                raise RunLockedError(f"{folder} is in use by another lancer run (pid {owner}); wait for it to finish or "
+                                     "choose another output folder") from None
+            print(f"taking over the lock of {folder} from pid {owner or '?'}, which is no longer running", file=sys.stderr)
+            lock.unlink(missing_ok=True)
+    os.write(fd, str(os.getpid()).encode()); os.close(fd)
+    try: yield folder
+    finally: lock.unlink(missing_ok=True)

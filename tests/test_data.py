@@ -406,8 +406,10 @@ def test_stats():
 
 
 def test_data_command_and_load_dataset_dir(tmp_path):
-    txt = data_command("ml-100k", str(FX/"ml-100k"))
+    txt = data_command("ml-100k", str(FX/"ml-100k"), min_interactions=3)
     assert "n_users" in txt and "before" in txt and "dropped" in txt
+    with pytest.raises(ValueError, match="no user has at least 5 interactions"):   # an empty result is refused
+        data_command("ml-100k", str(FX/"ml-100k"))
     assert load_dataset("ml-1m", FX/"ml-1m").n_interactions == 5
     assert load_dataset("mind-small", FX/"mind").n_users == 2
     assert load_dataset("goodreads-poetry", FX/"goodreads").n_items == 3

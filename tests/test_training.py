@@ -230,7 +230,7 @@ def test_unloadable_backbone(tiny, capsys, tmp_path):
     ds, _, _ = tiny
     with pytest.raises(BackboneError, match="offline"): build_model(ds, "no/such-model")
     line = _cli_error(capsys, ["train", "--dataset", "ml-100k", "--data-dir", str(ML100K), "--backbone", "no/such-model",
-                               "--output-dir", str(tmp_path / "d")])
+                               "--output-dir", str(tmp_path / "d"), "--min-interactions", "3"])
     assert "no/such-model" in line and "offline" in line
 
 

@@ -1,0 +1,243 @@
+"""Faults a careful user (or a tester) will hit: runs killed at random moments resume to exactly the uninterrupted
+result, checkpoint and cache writes are all-or-nothing, one run per output folder, checkpoints refuse other data and
+changed settings, bad command-line values fail at once with one line naming the option."""
+import os
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from safetensors.torch import load_file
+
+from lancer.backbone import OfflineBackboneConfig
+from lancer.cli import build_parser, main
+from lancer.model import LancerConfig, save_model
+from lancer.pipeline import build_model, offline_backbone_path, train_lancer
+from lancer.training import RunLockedError, TrainConfig, rule_dataset, run_lock
+
+HERE = Path(__file__).parent
+WORKER = HERE / "resume_worker.py"
+TINY = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=2, batch_size=16)
+ENV = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def rule(n_users=16):
+    ds = rule_dataset(n_users=n_users)
+    ds.name = "ml-100k"
+    return ds
+
+
+@pytest.fixture(scope="module")
+def inits(tmp_path_factory):
+    "Untrained tiny text and item-token models for `rule(16)` (dropout on), the common start of the runs below."
+    torch.set_num_threads(1)
+    cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("init")
+    ds = rule()
+    text = build_model(ds, "offline", LancerConfig(n_prefix=3, max_history=4, attn_heads=2), TINY, cache_dir=cache)
+    items = build_model(ds, "offline", LancerConfig(n_prefix=3, max_history=4, attn_heads=2, item_tokens="instead",
+                                                    loss_on="all"), TINY, cache_dir=cache)
+    return {"text": save_model(text, out / "text"), "items": save_model(items, out / "items")}
+
+
+def worker(init, out, preset, resume=False):
+    cmd = [sys.executable, str(WORKER), "--init", str(init), "--output-dir", str(out), "--preset", preset]
+    return subprocess.Popen(cmd + (["--resume"] if resume else []), env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def final_state(out: Path) -> tuple[dict, dict]:
+    "The test metrics and the prompt weights of the best checkpoint of a finished run."
+    return json.loads((out / "metrics.json").read_text())["lancer"], load_file(out / "best" / "prompts.safetensors")
+
+
+@pytest.mark.parametrize("preset", ["text", "items"])
+def test_killed_at_random_moments_resumes_exactly(inits, tmp_path, preset):
+    whole = worker(inits[preset], tmp_path / "whole", preset)
+    t0 = time.time()
+    assert whole.wait(timeout=300) == 0, whole.stderr.read()[-3000:]
+    duration = time.time() - t0
+    rng = random.Random(preset)
+    out, kills, resume = tmp_path / "killed", 0, False
+    while True:                                            # kill at a random moment, resume, until a run finishes
+        proc = worker(inits[preset], out, preset, resume)
+        if kills < 3:
+            try:
+                proc.wait(timeout=rng.uniform(0.3, 1.0) * duration)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGKILL); proc.wait(); kills += 1; resume = True; continue
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-3000:]
+        break
+    assert kills >= 1
+    (metrics_a, weights_a), (metrics_b, weights_b) = final_state(tmp_path / "whole"), final_state(out)
+    assert metrics_b == metrics_a
+    for name, tensor in weights_a.items():
+        torch.testing.assert_close(weights_b[name], tensor, rtol=0, atol=0, msg=name)
+
+
+def test_interrupted_checkpoint_write_keeps_the_previous_one(inits, tmp_path, monkeypatch):
+    from lancer import model as model_module
+    from lancer.model import load_model
+    ds = rule()
+    good = save_model(load_model(inits["text"], ds.items), tmp_path / "ckpt")
+    before = load_file(good / "prompts.safetensors")
+    real = model_module.save_file
+    def dies(tensors, path, *a, **k):
+        Path(path).write_bytes(b"half a file")                           # a kill half-way through the weights
+        raise KeyboardInterrupt
+    monkeypatch.setattr(model_module, "save_file", dies)
+    with pytest.raises(KeyboardInterrupt):
+        save_model(load_model(inits["text"], ds.items), good)
+    monkeypatch.setattr(model_module, "save_file", real)
+    after = load_file(good / "prompts.safetensors")
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+    load_model(good, ds.items)                                              # still whole and loadable
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]           # nothing half-written left behind
+
+
+def test_interrupted_backbone_build_leaves_no_cache(tmp_path, monkeypatch):
+    from lancer import pipeline
+    ds = rule()
+    def dies(texts, cfg, path):
+        (Path(path) / "config.json").write_text("{}")                    # written before the tokenizer ...
+        raise KeyboardInterrupt                                           # ... and the build is killed
+    monkeypatch.setattr(pipeline, "build_offline_backbone", dies)
+    with pytest.raises(KeyboardInterrupt):
+        offline_backbone_path(ds, pipeline.template_for("ml-100k"), TINY, tmp_path)
+    assert not list((tmp_path / "backbones").glob("ml-100k-*/config.json"))   # not taken for a built backbone
+    monkeypatch.undo()
+    path = offline_backbone_path(ds, pipeline.template_for("ml-100k"), TINY, tmp_path)
+    assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
+
+
+def test_one_run_per_output_folder(tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.training import run_lock\n"
+                               "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
+                               str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(RunLockedError, match=f"pid {holder.pid}"):
+            with run_lock(tmp_path / "run"): pass
+        assert main(["train", "--output-dir", str(tmp_path / "run")]) == 2   # stops at once, before any work
+        assert f"pid {holder.pid}" in capsys.readouterr().err
+    finally:
+        holder.kill(); holder.wait()
+    with run_lock(tmp_path / "run"): pass                                    # the owner is gone: taken over
+    assert "no longer running" in capsys.readouterr().err
+
+
+def _train_small(ds, out, resume=False, **changes):
+    config = LancerConfig(n_prefix=3, max_history=4, attn_heads=2)
+    cfg = TrainConfig(**{"epochs_stage1": 0, "epochs_stage2": 1, "batch_size": 8, "num_beams": 2, "progress": False,
+                         "valid_users": 0, **changes})
+    return train_lancer(ds, out, config=config, train_config=cfg, backbone_config=TINY, resume=resume)
+
+
+def test_checkpoints_refuse_other_data_and_changed_settings(tmp_path, monkeypatch):
+    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
+    torch.set_num_threads(1)
+    ds = rule(16)
+    _train_small(ds, tmp_path / "run", max_steps=2)
+    with pytest.raises(ValueError, match=r"trained on other data: .* 12 items .* not .* 12 items"):
+        _train_small(rule(20), tmp_path / "run", resume=True)               # other users: another fingerprint
+    with pytest.raises(ValueError, match=r"batch_size: 8 then, 4 now"):
+        train_lancer(ds, tmp_path / "run", config=LancerConfig(n_prefix=3, max_history=4, attn_heads=2),
+                     train_config=TrainConfig(epochs_stage1=0, epochs_stage2=1, batch_size=4, num_beams=2,
+                                              progress=False, valid_users=0), backbone_config=TINY, resume=True)
+    summary = train_lancer(ds, tmp_path / "run", config=LancerConfig(n_prefix=3, max_history=4, attn_heads=2),
+                           train_config=TrainConfig(epochs_stage1=0, epochs_stage2=1, batch_size=4, num_beams=2,
+                                                    progress=False, valid_users=0), backbone_config=TINY,
+                           resume=True, force=True)                         # forced: it goes on
+    assert "lancer" in summary
+
+
+def write_ml100k(folder: Path, n_users: int = 20, n_items: int = 12, length: int = 8) -> Path:
+    "MovieLens-100K files (u.data, u.item) of a small next-item rule: user u watches items u, u+1, ... (mod n_items)."
+    folder.mkdir(parents=True)
+    genres = "|".join(["0"] * 19)
+    (folder / "u.item").write_text("".join(f"{j + 1}|Movie {j} ({1990 + j})|01-Jan-{1990 + j}||http://x|{genres}\n"
+                                           for j in range(n_items)), encoding="latin-1")
+    (folder / "u.data").write_text("".join(f"{u + 1}\t{(u + t) % n_items + 1}\t4\t{880000000 + 1000 * t}\n"
+                                           for u in range(n_users) for t in range(length)))
+    return folder
+
+
+def test_evaluate_refuses_a_changed_catalogue(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LANCER_CACHE", str(tmp_path / "cache"))
+    data = write_ml100k(tmp_path / "data")
+    assert main(["train", "--dataset", "ml-100k", "--data-dir", str(data), "--output-dir", str(tmp_path / "run"),
+                 "--epochs-stage1", "0", "--epochs-stage2", "1", "--num-beams", "2", "--n-layer", "1", "--n-embd", "32",
+                 "--n-head", "2", "--pretrain-epochs", "1", "--max-history", "3"]) == 0
+    capsys.readouterr()
+    import shutil
+    shutil.rmtree(data); write_ml100k(data, n_items=10)                      # the data at that place changed
+    assert main(["evaluate", "--checkpoint", str(tmp_path / "run" / "best")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("lancer: error:") and "\n" not in err
+    assert "trained on other data" in err and "12 items" in err and "10 items" in err
+
+
+BAD = [(["train", "--output-dir", "x", "--epochs-stage1", "-1"], "--epochs-stage1", "-1"),
+       (["train", "--output-dir", "x", "--batch-size", "0"], "--batch-size", "0"),
+       (["train", "--output-dir", "x", "--grad-accum", "0"], "--grad-accum", "0"),
+       (["train", "--output-dir", "x", "--num-beams", "0"], "--num-beams", "0"),
+       (["train", "--output-dir", "x", "--windows-per-user", "-1"], "--windows-per-user", "-1"),
+       (["train", "--output-dir", "x", "--lr", "-1"], "--lr", "-1"),
+       (["train", "--output-dir", "x", "--label-smoothing", "1.5"], "--label-smoothing", "1.5"),
+       (["recommend", "--checkpoint", "c", "--user", "1", "-k", "0"], "-k", "0"),
+       (["recommend", "--checkpoint", "c", "--user", "1", "-k", "-3"], "-k", "-3"),
+       (["evaluate", "--checkpoint", "c", "--num-beams", "0"], "--num-beams", "0")]
+
+
+@pytest.mark.parametrize("argv, option, value", BAD)
+def test_bad_values_fail_at_once_in_one_line(argv, option, value, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and option in err and repr(value) in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()                                    # nothing was started
+
+
+def test_output_folder_that_is_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["train", "--output-dir", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["ablation", "history-lengths", "decoding", "template-robustness"])
+def test_unknown_dataset_for_every_command(command, capsys):
+    assert main([command, "--dataset", "nope"]) == 2
+    assert "unknown dataset 'nope'" in capsys.readouterr().err
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(-5, 5), st.sampled_from(["--batch-size", "--num-beams", "--grad-accum", "--max-history"]))
+def test_positive_options_accept_exactly_the_positive_integers(value, option):
+    try:
+        args = build_parser().parse_args(["train", "--output-dir", "x", option, str(value)])
+    except SystemExit:
+        assert value < 1
+    else:
+        assert value >= 1 and getattr(args, option[2:].replace("-", "_")) == value
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(NotADirectoryError):
+        main(["--debug", "train", "--output-dir", str(tmp_path / "file")])
+
+
+def test_a_minimum_no_user_reaches_is_refused_by_name():
+    from lancer.data import DataFormatError, filter_min_interactions
+    with pytest.raises(DataFormatError, match=r"no user has at least 50 interactions \(16 users, the longest history has 8\)"):
+        filter_min_interactions(rule(16), 50)
