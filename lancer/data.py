@@ -30,10 +30,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'GROUPLENS', 'UCSD_GOODREADS', 'URLS',
-           'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256', 'RECBOLE_ML100K_SHA256', 'DATASETS', 'DataFormatError',
-           'SeqDataset', 'build_sequences', 'read_lines', 'load_ml100k', 'load_recbole_atomic', 'load_ml1m',
-           'load_mind', 'parse_goodreads_time', 'read_json_lines', 'load_goodreads', 'DownloadError',
+__all__ = ['ML100K_GENRES', 'DUPLICATES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'GROUPLENS',
+           'UCSD_GOODREADS', 'URLS', 'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256', 'RECBOLE_ML100K_SHA256', 'DATASETS',
+           'DataFormatError', 'SeqDataset', 'build_sequences', 'read_lines', 'load_ml100k', 'load_recbole_atomic',
+           'load_ml1m', 'load_mind', 'parse_goodreads_time', 'read_json_lines', 'load_goodreads', 'DownloadError',
            'default_cache_dir', 'sha256sum', 'verify_checksum', 'download', 'fetch_recbole_ml100k', 'load_dataset',
            'filter_min_interactions', 'dataset_stats', 'stats_table', 'data_command', 'dataset_fingerprint',
            'write_atomic', 'atomic_directory', 'complete_directory']
@@ -114,15 +114,32 @@ def build_sequences(name: str, items: pd.DataFrame, users: Sequence[str], item_r
     return SeqDataset(name, items, user_list, np.split(item_ids[order], bounds), np.split(t[order], bounds))
 
 # %% ../nbs/00_data.ipynb #73dfba93
-def read_lines(path: str | Path, encoding: str = "utf-8", skip: int = 0) -> Iterator[tuple[int, str]]:
-    "Yield `(line_number, text)` for the non-blank lines of `path` (1-based numbers), skipping the first `skip`."
+def _encoding_of(path: Path, encoding: str, fallback: str | None) -> str:
+    "`encoding` if the whole (uncompressed) file decodes with it, else `fallback`, with a notice that names the file."
+    if fallback is None or path.suffix == ".gz": return encoding
+    try: path.read_bytes().decode(encoding)
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[:e.start].count(b"\n") + 1
+        warnings.warn(f"{path} is not valid {encoding} (line {line}); read as {fallback}", stacklevel=3)
+        return fallback
+    return encoding
+
+def read_lines(path: str | Path, encoding: str = "utf-8", skip: int = 0,
+               fallback: str | None = None) -> Iterator[tuple[int, str]]:
+    """Yield `(line_number, text)` for the non-blank lines of `path` (1-based numbers), skipping the first `skip`.
+    The file is decoded as `encoding` (a byte-order mark is dropped), or, if it is not valid `encoding` and `fallback` is
+    given, as `fallback` with a warning."""
     path = Path(path)
     if not path.exists(): raise FileNotFoundError(f"{path}: file not found")
+    if path.is_dir(): raise DataFormatError(f"{path}: is a folder, not a file")
+    if not os.access(path, os.R_OK): raise DataFormatError(f"{path}: cannot be read (permission denied)")
+    encoding = _encoding_of(path, encoding, fallback)
     opener = gzip.open if path.suffix == ".gz" else open
     n_data = 0
     try:
         with opener(path, "rb") as f:
             for no, raw in enumerate(f, 1):
+                if no == 1 and raw.startswith(b"\xef\xbb\xbf"): raw = raw[3:]       # a UTF-8 byte-order mark
                 try: text = raw.decode(encoding).rstrip("\r\n")
                 except UnicodeDecodeError as e:
                     raise DataFormatError(f"{path}, line {no}: bytes are not valid {encoding} "
@@ -143,11 +160,21 @@ def _split(line: str, sep: str, n: int, path: Path, no: int, what: str) -> list[
 
 def _int(s: str, path: Path, no: int, field: str) -> int:
     "An integer field (a float such as '881250949.0' is truncated), or a DataFormatError naming file, line and field."
-    try: return int(s)
-    except ValueError: pass
-    try: return int(float(s))
-    except (ValueError, OverflowError):
-        raise DataFormatError(f"{path}, line {no}: field {field!r} is not a number: {s!r}") from None
+    try: value = int(s)
+    except ValueError:
+        try: value = int(float(s))
+        except (ValueError, OverflowError):
+            raise DataFormatError(f"{path}, line {no}: field {field!r} is not a number: {s!r}") from None
+    if not -2**63 <= value < 2**63: raise DataFormatError(f"{path}, line {no}: field {field!r} is out of range: {s!r}")
+    return value
+
+def _id(s: str, path: Path, no: int, field: str) -> str:
+    """A numeric id in one canonical spelling: surrounding spaces, a '+' and leading zeros are dropped ('0196', ' +196'
+    -> '196'); anything else that is not a whole number ('196.0', '1e2', 'abc') is refused with file and line."""
+    text = s.strip()
+    if not re.fullmatch(r"\+?\d+", text):
+        raise DataFormatError(f"{path}, line {no}: field {field!r} is not a whole number: {s!r}")
+    return str(int(text))
 
 # %% ../nbs/00_data.ipynb #df4cd977
 ML100K_GENRES = ["unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -159,28 +186,43 @@ def _year(date: str, title: str) -> str:
     m = re.search(r"(\d{4})\s*$", date.strip()) or re.search(r"\((\d{4})\)\s*$", title)
     return m.group(1) if m else ""
 
+DUPLICATES = ("drop", "keep", "error")   # what to do with a row repeating an earlier (user, item, time) exactly
+
 def _rating_sequences(name: str, items: pd.DataFrame, path: Path, sep: str, what: str,
-                      names: tuple[str, str, str]) -> SeqDataset:
-    "Sequences from a MovieLens ratings file (user, item, rating, timestamp per latin-1 line); `names` label user, rating, time in errors."
-    users, its, times, lines = [], [], [], []
-    for no, line in read_lines(path, "latin-1"):
+                      names: tuple[str, str, str], duplicates: str = "drop") -> SeqDataset:
+    """Sequences from a MovieLens ratings file (user, item, rating, timestamp per line); `names` label user, rating, time
+    in errors. Exact duplicate rows are dropped (counted in a warning), kept, or refused (`duplicates`)."""
+    if duplicates not in DUPLICATES: raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    users, its, times, lines, seen, repeated = [], [], [], [], {}, []
+    for no, line in read_lines(path, "utf-8", fallback="latin-1"):
         u, i, r, t = _split(line, sep, 4, path, no, what)
-        _int(u, path, no, names[0]); _int(r, path, no, names[1])
-        users.append(u); its.append(i); times.append(_int(t, path, no, names[2])); lines.append(no)
+        u, i = _id(u, path, no, names[0]), _id(i, path, no, "item id")
+        _int(r, path, no, names[1]); t = _int(t, path, no, names[2])
+        if (u, i, t) in seen:
+            repeated.append(no)
+            if duplicates == "error":
+                raise DataFormatError(f"{path}, line {no}: repeats line {seen[(u, i, t)]} (user {u}, item {i}, time {t})")
+            if duplicates == "drop": continue
+        seen.setdefault((u, i, t), no)
+        users.append(u); its.append(i); times.append(t); lines.append(no)
+    if repeated:
+        warnings.warn(f"{path}: {len(repeated)} rows repeat an earlier (user, item, time) exactly (first at line "
+                      f"{repeated[0]}); {'dropped' if duplicates == 'drop' else 'kept'}", stacklevel=3)
     return build_sequences(name, items, users, its, times, lines, path)
 
-def load_ml100k(data_dir: str | Path, name: str = "ml-100k") -> SeqDataset:
+def load_ml100k(data_dir: str | Path, name: str = "ml-100k", duplicates: str = "drop") -> SeqDataset:
     "Load MovieLens-100K from the GroupLens files `u.data` and `u.item` in `data_dir`."
     ip, dp = Path(data_dir)/"u.item", Path(data_dir)/"u.data"
     rows = []
-    for no, line in read_lines(ip, "latin-1"):
+    for no, line in read_lines(ip, "utf-8", fallback="latin-1"):
         f = _split(line, "|", 5 + len(ML100K_GENRES), ip, no, "id|title|release date|video date|URL|19 genre flags")
-        _int(f[0], ip, no, "movie id")
+        f[0] = _id(f[0], ip, no, "movie id")
         if any(x not in ("0", "1") for x in f[5:]): raise DataFormatError(f"{ip}, line {no}: genre flags must be 0 or 1")
         genres = ", ".join(g for g, x in zip(ML100K_GENRES, f[5:]) if x == "1")
         rows.append(dict(raw_id=f[0], title=f[1], year=_year(f[2], f[1]), genres=genres))
     items = _items_frame(rows, ip)
-    return _rating_sequences(name, items, dp, "\t", "user item rating timestamp", ("user id", "rating", "timestamp"))
+    return _rating_sequences(name, items, dp, "\t", "user item rating timestamp", ("user id", "rating", "timestamp"),
+                             duplicates)
 
 # %% ../nbs/00_data.ipynb #8f914015
 _RECBOLE_RENAME = {"movie_title": "title", "book_title": "title", "title": "title", "release_year": "year",
@@ -228,16 +270,17 @@ def load_recbole_atomic(data_dir: str | Path, name: str) -> SeqDataset:
     return build_sequences(name, items, users, its, times, nos, tp)
 
 # %% ../nbs/00_data.ipynb #a7a06092
-def load_ml1m(data_dir: str | Path, name: str = "ml-1m") -> SeqDataset:
+def load_ml1m(data_dir: str | Path, name: str = "ml-1m", duplicates: str = "drop") -> SeqDataset:
     "Load MovieLens-1M from `ratings.dat` and `movies.dat` in `data_dir`."
     mp, rp = Path(data_dir)/"movies.dat", Path(data_dir)/"ratings.dat"
     rows = []
-    for no, line in read_lines(mp, "latin-1"):
+    for no, line in read_lines(mp, "utf-8", fallback="latin-1"):
         i, title, genres = _split(line, "::", 3, mp, no, "MovieID::Title::Genres")
-        _int(i, mp, no, "MovieID")
+        i = _id(i, mp, no, "MovieID")
         rows.append(dict(raw_id=i, title=title, year=_year("", title), genres=", ".join(genres.split("|"))))
     items = _items_frame(rows, mp)
-    return _rating_sequences(name, items, rp, "::", "UserID::MovieID::Rating::Timestamp", ("UserID", "Rating", "Timestamp"))
+    return _rating_sequences(name, items, rp, "::", "UserID::MovieID::Rating::Timestamp", ("UserID", "Rating", "Timestamp"),
+                             duplicates)
 
 # %% ../nbs/00_data.ipynb #e372e04c
 MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
@@ -334,6 +377,8 @@ def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_on
         authors = r.get("authors") or []
         if not isinstance(authors, list) or not all(isinstance(a, dict) and "author_id" in a for a in authors):
             raise DataFormatError(f"{bp}, line {no}: field 'authors' must be a list of {{'author_id', 'role'}}")
+        if r["title"] is None or not str(r["title"]).strip():
+            raise DataFormatError(f"{bp}, line {no}: field 'title' is empty or null")
         books.append(dict(raw_id=str(r["book_id"]), title=str(r["title"]), genres="",
                           description=str(r.get("description") or ""), authors=[str(a["author_id"]) for a in authors],
                           average_rating=str(r.get("average_rating") or ""), year=str(r.get("publication_year") or "")))

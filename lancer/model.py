@@ -467,15 +467,20 @@ def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
     path = Path(path)
     if not (path / "lancer.json").exists():
         raise FileNotFoundError(f"{path} is not a lancer checkpoint (no lancer.json in it)")
-    meta = json.loads((path / "lancer.json").read_text())
-    tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
-    lm = AutoModelForCausalLM.from_pretrained(path / "lm")
-    knowledge_lm = AutoModelForCausalLM.from_pretrained(path / "knowledge_lm")
-    config = LancerConfig(**meta["config"])
-    template = template or TextTemplate(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["template"].items()})
+    for part in ("tokenizer", "lm", "knowledge_lm", "prompts.safetensors"):
+        if not (path / part).exists(): raise FileNotFoundError(f"{path} is an incomplete lancer checkpoint: {part} is missing")
+    try:
+        meta = json.loads((path / "lancer.json").read_text())
+        config = LancerConfig(**meta["config"])
+        template = template or TextTemplate(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["template"].items()})
+        tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
+        lm = AutoModelForCausalLM.from_pretrained(path / "lm")
+        knowledge_lm = AutoModelForCausalLM.from_pretrained(path / "knowledge_lm")
+        state = load_file(path / "prompts.safetensors")
+    except Exception as e:                                  # damaged json, weights or tokenizer: say which checkpoint
+        raise ValueError(f"{path} is a damaged lancer checkpoint ({type(e).__name__}: {e})") from e
     texts = ItemTexts(items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
-    state = load_file(path / "prompts.safetensors")
     model.knowledge_prompt.load_state_dict(_prompt_state(state, "knowledge_prompt"))
     model.reasoning.load_state_dict(_prompt_state(state, "reasoning"))
     if device is not None: model.to(device)

@@ -271,6 +271,12 @@ def test_read_lines_crlf_and_skip(tmp_path):
 row = st.tuples(st.integers(1, 30), st.integers(1, 5), st.integers(1, 5), st.integers(0, 50))
 
 
+def _unique(rows):
+    "The rows without exact repeats of an earlier (user, item, timestamp)."
+    seen = set()
+    return [r for r in rows if (r[0], r[1], r[3]) not in seen and not seen.add((r[0], r[1], r[3]))]
+
+
 def _expected(rows):
     "Per-user raw item ids ordered by (timestamp, file order), users in numeric order."
     out = {}
@@ -286,10 +292,11 @@ def test_udata_roundtrip(rows):
         d = Path(tmp)
         shutil.copy(FX/"ml-100k"/"u.item", d/"u.item")
         (d/"u.data").write_text("".join(f"{u}\t{i}\t{r}\t{t}\n" for u, i, r, t in rows))
-        ds = load_ml100k(d)
-    assert ds.n_interactions == len(rows)
+        ds, kept = load_ml100k(d), load_ml100k(d, duplicates="keep")
+    unique = _unique(rows)                                    # exact repeats of (user, item, time) are dropped
+    assert ds.n_interactions == len(unique) and kept.n_interactions == len(rows)
     assert ds.n_users == len({u for u, *_ in rows})
-    assert raw(ds) == _expected(rows)
+    assert raw(ds) == _expected(unique) and raw(kept) == _expected(rows)
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -300,7 +307,7 @@ def test_ratings_dat_roundtrip(rows):
         (d/"movies.dat").write_text("".join(f"{i}::Movie {i} (199{i})::Drama\n" for i in range(1, 6)))
         (d/"ratings.dat").write_text("".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in rows))
         ds = load_ml1m(d)
-    assert ds.n_interactions == len(rows) and raw(ds) == _expected(rows)
+    assert ds.n_interactions == len(_unique(rows)) and raw(ds) == _expected(_unique(rows))
 
 
 garbage = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\r\n\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"),

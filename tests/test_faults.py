@@ -241,3 +241,86 @@ def test_a_minimum_no_user_reaches_is_refused_by_name():
     from lancer.data import DataFormatError, filter_min_interactions
     with pytest.raises(DataFormatError, match=r"no user has at least 50 interactions \(16 users, the longest history has 8\)"):
         filter_min_interactions(rule(16), 50)
+
+
+# ------------------------------------------------------------------------------------------------- bad data
+
+def ml100k_files(folder: Path, data: str, item_bytes: bytes | None = None) -> Path:
+    "`u.data` with `data` and a two-film `u.item` (UTF-8 unless `item_bytes` says otherwise)."
+    folder.mkdir(parents=True, exist_ok=True)
+    flags = "|".join(["0"] * 19)
+    items = f"1|Misérables, Les (1995)|01-Jan-1995||http://x|{flags}\n2|Heat (1995)|01-Jan-1995||http://x|{flags}\n"
+    (folder / "u.item").write_bytes(item_bytes if item_bytes is not None else items.encode())
+    (folder / "u.data").write_text(data)
+    return folder
+
+
+def test_user_ids_are_normalised_or_refused(tmp_path):
+    from lancer.data import DataFormatError, load_ml100k
+    d = ml100k_files(tmp_path / "a", "196 \t1\t3\t10\n0196\t2\t3\t20\n+196\t1\t4\t30\n")
+    ds = load_ml100k(d, duplicates="keep")
+    assert ds.users == ["196"] and ds.n_interactions == 3                   # one user, whatever the spelling
+    d = ml100k_files(tmp_path / "b", "196\t1\t3\t10\n196.0\t2\t3\t20\n")
+    with pytest.raises(DataFormatError, match=r"u.data, line 2: field 'user id' is not a whole number: '196.0'"):
+        load_ml100k(d)
+
+
+def test_duplicate_rows_are_counted_and_follow_the_policy(tmp_path):
+    from lancer.data import DataFormatError, load_ml100k
+    d = ml100k_files(tmp_path, "1\t1\t3\t10\n1\t2\t3\t20\n1\t1\t3\t10\n1\t1\t5\t30\n")
+    with pytest.warns(UserWarning, match=r"1 rows repeat an earlier \(user, item, time\) exactly \(first at line 3\); dropped"):
+        assert load_ml100k(d).n_interactions == 3                            # the repeat at another time is kept
+    assert load_ml100k(d, duplicates="keep").n_interactions == 4
+    with pytest.raises(DataFormatError, match="line 3: repeats line 1"):
+        load_ml100k(d, duplicates="error")
+
+
+def test_items_are_read_as_utf8_first_then_latin1_with_a_notice(tmp_path):
+    from lancer.data import load_ml100k
+    ds = load_ml100k(ml100k_files(tmp_path / "utf8", "1\t1\t3\t10\n1\t2\t3\t20\n"))
+    assert ds.items.title[0] == "Misérables, Les (1995)"                     # no mojibake
+    latin = ml100k_files(tmp_path / "latin", "1\t1\t3\t10\n1\t2\t3\t20\n",
+                         "1|Misérables, Les (1995)|01-Jan-1995||http://x|{0}\n2|Heat (1995)|01-Jan-1995||http://x|{0}\n"
+                         .format("|".join(["0"] * 19)).encode("latin-1"))
+    with pytest.warns(UserWarning, match=r"u.item is not valid utf-8 \(line 1\); read as latin-1"):
+        assert load_ml100k(latin).items.title[0] == "Misérables, Les (1995)"
+
+
+def test_unreadable_places_and_values_are_named(tmp_path):
+    from lancer.data import DataFormatError, load_ml100k
+    d = ml100k_files(tmp_path / "a", "1\t1\t3\t10\n")
+    (d / "u.data").unlink(); (d / "u.data").mkdir()
+    with pytest.raises(DataFormatError, match=r"u.data: is a folder, not a file"):
+        load_ml100k(d)
+    d = ml100k_files(tmp_path / "b", "1\t1\t3\t99999999999999999999999\n")
+    with pytest.raises(DataFormatError, match=r"u.data, line 1: field 'timestamp' is out of range"):
+        load_ml100k(d)
+
+
+def test_null_titles_and_byte_order_marks(tmp_path):
+    import shutil
+    from lancer.data import DataFormatError, load_goodreads, load_mind
+    g = tmp_path / "goodreads"; shutil.copytree(HERE / "fixtures" / "goodreads", g)
+    books = sorted(g.glob("goodreads_books*"))[0]
+    import gzip
+    opener = gzip.open if books.suffix == ".gz" else open
+    with opener(books, "rt") as f: lines = f.read().splitlines()
+    record = json.loads(lines[1]); record["title"] = None; lines[1] = json.dumps(record)
+    with opener(books, "wt") as f: f.write("\n".join(lines) + "\n")
+    with pytest.raises(DataFormatError, match=r"line 2: field 'title' is empty or null"):
+        load_goodreads(g)
+    m = tmp_path / "mind"; shutil.copytree(HERE / "fixtures" / "mind", m)
+    (m / "news.tsv").write_bytes(b"\xef\xbb\xbf" + (m / "news.tsv").read_bytes())
+    assert load_mind(m).items.raw_id[0] == load_mind(HERE / "fixtures" / "mind").items.raw_id[0]
+
+
+@pytest.mark.parametrize("damage", ["empty weights", "truncated json", "no lm"])
+def test_damaged_checkpoints_are_named(inits, tmp_path, damage):
+    import shutil
+    from lancer.model import load_model
+    ckpt = tmp_path / "ckpt"; shutil.copytree(inits["text"], ckpt)
+    if damage == "empty weights": (ckpt / "prompts.safetensors").write_bytes(b"")
+    if damage == "truncated json": (ckpt / "lancer.json").write_text((ckpt / "lancer.json").read_text()[:40])
+    if damage == "no lm": shutil.rmtree(ckpt / "lm")
+    with pytest.raises((ValueError, FileNotFoundError), match=str(ckpt)):
+        load_model(ckpt, rule().items)
