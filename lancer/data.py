@@ -135,7 +135,7 @@ def read_lines(path: str | Path, encoding: str = "utf-8", skip: int = 0,
     if not os.access(path, os.R_OK): raise DataFormatError(f"{path}: cannot be read (permission denied)")
     encoding = _encoding_of(path, encoding, fallback)
     opener = gzip.open if path.suffix == ".gz" else open
-    n_data = 0
+    n_data, raw = 0, b"\n"
     try:
         with opener(path, "rb") as f:
             for no, raw in enumerate(f, 1):
@@ -150,6 +150,8 @@ def read_lines(path: str | Path, encoding: str = "utf-8", skip: int = 0,
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataFormatError(f"{path}: corrupt gzip file ({e})") from None
     if n_data == 0: raise DataFormatError(f"{path}: file is empty (no data lines)")
+    if raw.strip() and not raw.endswith(b"\n"):                        # a copy cut short ends in the middle of a line
+        warnings.warn(f"{path}: the last line ({no}) has no line end; the file may be truncated", stacklevel=2)
 
 def _split(line: str, sep: str, n: int, path: Path, no: int, what: str) -> list[str]:
     "Split a line into exactly `n` fields or raise a DataFormatError."

@@ -324,3 +324,10 @@ def test_damaged_checkpoints_are_named(inits, tmp_path, damage):
     if damage == "no lm": shutil.rmtree(ckpt / "lm")
     with pytest.raises((ValueError, FileNotFoundError), match=str(ckpt)):
         load_model(ckpt, rule().items)
+
+
+def test_a_last_line_without_line_end_is_reported(tmp_path):
+    from lancer.data import load_ml100k
+    d = ml100k_files(tmp_path, "1\t1\t3\t10\n1\t2\t3\t8812")                   # a copy cut short inside the timestamp
+    with pytest.warns(UserWarning, match=r"u.data: the last line \(2\) has no line end; the file may be truncated"):
+        load_ml100k(d)
