@@ -131,9 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-beams", type=_positive, default=10, help="beams at evaluation (= candidates per user)")
     p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained", help="free beams + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     p.add_argument("--include-seen", action="store_true", help="rank the users' already-seen items too (not standard)")
-    p = sub.add_parser("recommend", help="print a user's recent history and top-10 from a checkpoint")
+    p = sub.add_parser("recommend", help="a user's history and top-10 from a checkpoint, or many users' top-k to a file")
     p.add_argument("--checkpoint", required=True, help="a checkpoint folder written by lancer train")
-    p.add_argument("--user", required=True, help="raw user id, as in the dataset's files")
+    who = p.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="raw user id, as in the dataset's files: print their history and recommendations")
+    who.add_argument("--users", help="'all', or a file with one raw user id per line: recommend for each of them")
+    p.add_argument("--output", default=None, help="with --users: where the table goes (.parquet, .csv or .jsonl)")
     p.add_argument("-k", type=_positive, default=10, help="how many items to recommend")
     p.add_argument("--decoding", choices=["free", "constrained", "greedy"], default="constrained", help="free beams + cosine mapping (paper), beams constrained to catalogue items, or greedy")
     p.add_argument("--include-seen", action="store_true", help="also recommend items the user has interacted with")
@@ -264,7 +267,15 @@ def run(args) -> int:
         _print_metrics(evaluate_checkpoint(args.checkpoint, args.split, args.num_beams, args.decoding,
                                            exclude_seen=not args.include_seen))
     elif args.command == "recommend":
-        from lancer.pipeline import recommend_for_user
+        from lancer.pipeline import recommend_for_user, recommend_users
+        if args.users is not None:
+            from pathlib import Path
+            users = "all" if args.users == "all" else [l.strip() for l in Path(args.users).read_text().splitlines() if l.strip()]
+            table = recommend_users(args.checkpoint, users, k=args.k, decoding=args.decoding,
+                                    include_seen=args.include_seen, output=args.output)
+            print(table.to_string(index=False) if args.output is None else
+                  f"{table['user'].nunique()} users, top-{args.k} each -> {args.output}")
+            return 0
         rec = recommend_for_user(args.checkpoint, args.user, k=args.k, decoding=args.decoding, include_seen=args.include_seen)
         print(f"user {rec['user']}, recent history (oldest first):")
         for d in rec["history"]: print(f"  {d}")

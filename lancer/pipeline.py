@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
@@ -27,7 +28,8 @@ from .training import TrainConfig, evaluate_examples, peak_memory_mb, run_lock, 
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',
-           'evaluate_checkpoint', 'recommend_for_user', 'preset', 'chosen_config', 'comparison_table', 'main_job']
+           'evaluate_checkpoint', 'recommend_for_user', 'recommend_users', 'preset', 'chosen_config',
+           'comparison_table', 'main_job']
 
 # %% ../nbs/11_pipeline.ipynb #0699eca7
 def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, min_interactions: int = 5,
@@ -154,6 +156,35 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
     return {"user": user, "history": [display[i] for i in history],
             "recommendations": [{"item_id": int(i), "raw_id": str(ds.items.raw_id[i]), "display": display[i],
                                  "generated": source.get(int(i), "(filled by similarity)")} for i in ranked[0]]}
+
+# %% ../nbs/11_pipeline.ipynb #adf660a8
+def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: int = 10, num_beams: int = 10,
+                    decoding: str = "constrained", include_seen: bool = False, batch_size: int = 32,
+                    output: str | Path | None = None) -> pd.DataFrame:
+    "Top-`k` of many users (`'all'` or raw user ids) from a checkpoint loaded once; optionally written to `output`."
+    ds, _, _ = _checkpoint_data(checkpoint)
+    wanted = list(ds.users) if users == "all" else [str(u) for u in users]
+    index = {u: i for i, u in enumerate(ds.users)}
+    if unknown := [u for u in wanted if u not in index]:
+        raise KeyError(f"unknown users in {ds.name}: {unknown[:5]} ({len(unknown)} in all)")
+    if output is not None and Path(output).suffix not in (".parquet", ".csv", ".jsonl"):
+        raise ValueError(f"--output must end in .parquet, .csv or .jsonl, got {output}")
+    model = load_model(checkpoint, ds.items)
+    rows = [index[u] for u in wanted]
+    ranked, _ = recommend(model, [ds.sequences[r][-model.config.max_history:] for r in rows], k=k, num_beams=num_beams,
+                          decoding=decoding, batch_size=batch_size, progress=True,
+                          exclude=None if include_seen else [np.unique(ds.sequences[r]) for r in rows])
+    table = pd.DataFrame([{"user": u, "rank": rank, "item_id": int(i), "raw_id": str(ds.items.raw_id[i]),
+                           "display": model.texts.display[i]}
+                          for u, items in zip(wanted, ranked) for rank, i in enumerate(items, 1)])
+    if output is not None:                                          # written to a temporary sibling, then renamed
+        output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
+        tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
+        if output.suffix == ".parquet": table.to_parquet(tmp, index=False)
+        elif output.suffix == ".csv": table.to_csv(tmp, index=False)
+        else: table.to_json(tmp, orient="records", lines=True)
+        os.replace(tmp, output)
+    return table
 
 # %% ../nbs/11_pipeline.ipynb #937b973c
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")

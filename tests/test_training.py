@@ -292,3 +292,20 @@ def test_recommend_leaves_out_the_users_history(checkpoint, capsys):
     assert main(["recommend", "--checkpoint", str(checkpoint), "--user", str(user)]) == 0
     printed = capsys.readouterr().out.split("top-")[1]
     assert not any(ds.items.title[i] in printed for i in ds.sequences[0])
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet", ".jsonl"])
+def test_recommend_many_users_in_one_call(checkpoint, tmp_path, capsys, suffix):
+    import pandas as pd
+    from lancer.pipeline import _checkpoint_data
+    ds, _, _ = _checkpoint_data(checkpoint)
+    out = tmp_path / f"recs{suffix}"
+    assert main(["recommend", "--checkpoint", str(checkpoint), "--users", "all", "-k", "2", "--output", str(out)]) == 0
+    table = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".jsonl": lambda p: pd.read_json(p, lines=True)}[suffix](out)
+    assert sorted(table["user"].astype(str).unique()) == sorted(ds.users)
+    assert (table.groupby("user").size() <= 2).all() and set(table["rank"]) <= {1, 2}
+    for user, rows in table.groupby(table["user"].astype(str)):                 # nobody gets what they already saw
+        assert not set(rows["item_id"]) & set(ds.sequences[ds.users.index(user)].tolist())
+    (tmp_path / "who.txt").write_text(f"{ds.users[0]}\n")
+    assert main(["recommend", "--checkpoint", str(checkpoint), "--users", str(tmp_path / "who.txt"), "-k", "1"]) == 0
+    assert main(["recommend", "--checkpoint", str(checkpoint), "--users", "all", "--output", str(tmp_path / "r.xls")]) == 2
