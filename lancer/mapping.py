@@ -153,12 +153,13 @@ def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int =
 def hidden_state_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                          batch_size: int = 256) -> Callable[[list[str]], Tensor]:
     "An `embed_fn`: texts -> `[n, d]` final hidden states of `lm` mean-pooled over each text's tokens."
+    n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)  # GPT-2 / Llama
     @torch.inference_mode()
     def embed(texts: list[str]) -> Tensor:
         out = []
         device = lm.get_input_embeddings().weight.device
         for i in range(0, len(texts), batch_size):
-            ids = [t[:lm.config.n_positions] or [tokenizer.eos_token_id]
+            ids = [t[:n_pos] or [tokenizer.eos_token_id]
                    for t in tokenizer([" " + x for x in texts[i:i + batch_size]], add_special_tokens=False).input_ids]
             input_ids, mask = padded(ids, device)                                                   # [b, S]
             h = lm.base_model(input_ids=input_ids, attention_mask=mask.long()).last_hidden_state.float()  # [b, S, d]

@@ -5,6 +5,7 @@
 # %% ../nbs/07_model.ipynb #bce88dd4
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -28,7 +29,7 @@ __all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_b
            'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
            'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel',
            'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model',
-           'write_model', 'load_model', 'load_knowledge_prompt']
+           'weights_sha256', 'write_model', 'load_model', 'load_knowledge_prompt']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -448,10 +449,21 @@ def save_model(model: LancerModel, path: str | Path, extra: dict | None = None) 
     with atomic_directory(path) as tmp: write_model(model, tmp, extra)
     return Path(path)
 
+def weights_sha256(lm: PreTrainedModel) -> str:
+    "A checksum of a model's weights (names, shapes, values), independent of how they are stored."
+    h = hashlib.sha256()
+    for name, t in sorted(lm.state_dict().items()):
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode()); h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
 def write_model(model: LancerModel, path: Path, extra: dict | None = None) -> Path:
-    "Write `model`'s files into the existing folder `path` (what `save_model` puts in its temporary folder)."
+    """Write `model`'s files into the existing folder `path` (what `save_model` puts in its temporary folder). The frozen
+    knowledge LM of a model built on a pretrained backbone (`model.backbone_source`) is not copied: `knowledge_lm.json`
+    names its source and checksum, and loading checks it."""
     model.lm.save_pretrained(path / "lm")
-    model.knowledge_lm.save_pretrained(path / "knowledge_lm")
+    source = getattr(model, "backbone_source", None)
+    if source is None: model.knowledge_lm.save_pretrained(path / "knowledge_lm")
+    else: (path / "knowledge_lm.json").write_text(json.dumps({"source": source, "sha256": weights_sha256(model.knowledge_lm)}))
     model.tokenizer.save_pretrained(path / "tokenizer")
     state = {f"knowledge_prompt.{k}": v for k, v in model.knowledge_prompt.state_dict().items()}
     state |= {f"reasoning.{k}": v for k, v in model.reasoning.state_dict().items()}
@@ -467,7 +479,8 @@ def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
     path = Path(path)
     if not (path / "lancer.json").exists():
         raise FileNotFoundError(f"{path} is not a lancer checkpoint (no lancer.json in it)")
-    for part in ("tokenizer", "lm", "knowledge_lm", "prompts.safetensors"):
+    reference = path / "knowledge_lm.json"                   # a frozen pretrained knowledge LM is referenced, not copied
+    for part in ("tokenizer", "lm", "knowledge_lm" if not reference.exists() else "knowledge_lm.json", "prompts.safetensors"):
         if not (path / part).exists(): raise FileNotFoundError(f"{path} is an incomplete lancer checkpoint: {part} is missing")
     try:
         meta = json.loads((path / "lancer.json").read_text())
@@ -475,12 +488,17 @@ def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
         template = template or TextTemplate(**{k: tuple(v) if isinstance(v, list) else v for k, v in meta["template"].items()})
         tokenizer = AutoTokenizer.from_pretrained(path / "tokenizer")
         lm = AutoModelForCausalLM.from_pretrained(path / "lm")
-        knowledge_lm = AutoModelForCausalLM.from_pretrained(path / "knowledge_lm")
+        source = json.loads(reference.read_text()) if reference.exists() else None
+        knowledge_lm = AutoModelForCausalLM.from_pretrained(path / "knowledge_lm" if source is None else source["source"])
         state = load_file(path / "prompts.safetensors")
     except Exception as e:                                  # damaged json, weights or tokenizer: say which checkpoint
         raise ValueError(f"{path} is a damaged lancer checkpoint ({type(e).__name__}: {e})") from e
+    if source is not None and weights_sha256(knowledge_lm) != source["sha256"]:
+        raise ValueError(f"{path}: its knowledge LM, {source['source']}, has other weights than the checkpoint was "
+                         "trained with (changed or rebuilt since)")
     texts = ItemTexts(items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
+    if source is not None: model.backbone_source = source["source"]
     model.knowledge_prompt.load_state_dict(_prompt_state(state, "knowledge_prompt"))
     model.reasoning.load_state_dict(_prompt_state(state, "reasoning"))
     if device is not None: model.to(device)

@@ -18,7 +18,8 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 
-from .backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone
+from .backbone import (PACKAGED_BACKBONES, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone,
+                             packaged_backbone_path)
 from .data import (SeqDataset, atomic_directory, dataset_fingerprint, default_cache_dir, filter_min_interactions,
                          load_dataset, write_atomic)
 from .metrics import compare_models, ndcg_at_k, results_table
@@ -67,7 +68,10 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
     knowledge_lm, _ = load_backbone(path)
     texts = ItemTexts(ds.items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     torch.manual_seed(seed)
-    return LancerModel(lm, knowledge_lm, tokenizer, texts, config)
+    model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
+    if backbone != "offline":                       # checkpoints reference a pretrained frozen knowledge LM, not copy it
+        model.backbone_source = str(packaged_backbone_path(backbone) if backbone in PACKAGED_BACKBONES else backbone)
+    return model
 
 # %% ../nbs/11_pipeline.ipynb #3518a306
 def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path = "runs/lancer", backbone: str = "offline",
@@ -157,7 +161,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
             "recommendations": [{"item_id": int(i), "raw_id": str(ds.items.raw_id[i]), "display": display[i],
                                  "generated": source.get(int(i), "(filled by similarity)")} for i in ranked[0]]}
 
-# %% ../nbs/11_pipeline.ipynb #adf660a8
+# %% ../nbs/11_pipeline.ipynb #f630d541
 def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: int = 10, num_beams: int = 10,
                     decoding: str = "constrained", include_seen: bool = False, batch_size: int = 32,
                     output: str | Path | None = None) -> pd.DataFrame:
