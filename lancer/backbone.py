@@ -29,7 +29,7 @@ __all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'Packag
 class BackboneError(RuntimeError):
     "A backbone (model + tokenizer) could not be loaded."
 
-# %% ../nbs/04_backbone.ipynb #03c5ac53
+# %% ../nbs/04_backbone.ipynb #e6e4a9d6
 @dataclass(frozen=True)
 class PackagedBackbone:
     "A pretrained causal LM shipped as a GGUF file by a registry package."

@@ -260,7 +260,7 @@ def run(args) -> int:
         config, train_config, backbone_config = _configs(args)
         summary = train_lancer(args.dataset, args.output_dir, args.backbone, args.data_dir, config, train_config,
                                backbone_config, args.device, args.resume, args.protocol, args.min_interactions,
-                               force=args.force_resume)
+                               force=args.force_resume, command="lancer " + " ".join(sys.argv[1:]))
         print(f"test ({summary['wall_time_s']:.0f} s, peak memory {summary['peak_memory_mb']:.0f} MB):")
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":

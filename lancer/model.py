@@ -10,6 +10,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
@@ -29,7 +30,8 @@ __all__ = ['ITEM_TOKENS', 'DECODINGS', 'LancerConfig', 'ItemTexts', 'knowledge_b
            'sequence_slots', 'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss',
            'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel',
            'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend', 'save_model',
-           'weights_sha256', 'write_model', 'load_model', 'load_knowledge_prompt']
+           'weights_sha256', 'write_model', 'load_model', 'load_knowledge_prompt', 'model_card',
+           'write_pretrained_extras', 'save_pretrained', 'from_pretrained']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -519,3 +521,40 @@ def load_knowledge_prompt(model: LancerModel, path: str | Path) -> LancerModel:
         raise ValueError(f"the knowledge prompt of {path} does not fit this model (another backbone size or "
                          f"n_prefix?): {e}") from None
     return model
+
+# %% ../nbs/07_model.ipynb #f1173fec
+def model_card(model: LancerModel, info: dict) -> str:
+    "A model card (Markdown) for `model` from what `info` knows: dataset, fingerprint, seed, command, metrics, training."
+    rows = lambda d: "\n".join(f"| {k} | {v} |" for k, v in d.items())
+    metrics = {f"{split} {k}": f"{v:.4f}" for split in ("valid", "test") for k, v in (info.get(split) or {}).items()}
+    return (f"# LANCER on {info.get('dataset', 'an unnamed data set')}\n\n"
+            f"A LANCER model (arXiv 2309.10435) written by `lancer`; load it with `LancerModel.from_pretrained(folder)`.\n\n"
+            f"| | |\n|---|---|\n" + rows({"data set": info.get("dataset"), "data fingerprint": info.get("data_fingerprint"),
+                                            "items": len(model.texts), "backbone": info.get("backbone"),
+                                            "seed": info.get("seed"), "command": f"`{info['command']}`" if info.get("command") else None})
+            + "\n\n## Metrics\n\n| metric | value |\n|---|---|\n" + (rows(metrics) or "| (none recorded) | |")
+            + "\n\nRankings leave out the items each user has already seen; test metrics come from the checkpoint chosen "
+              "on validation, tested once.\n\n## Model\n\n| field | value |\n|---|---|\n" + rows(asdict(model.config))
+            + ("\n\n## Training\n\n| field | value |\n|---|---|\n" + rows(info["training"]) if info.get("training") else "")
+            + "\n")
+
+def write_pretrained_extras(path: Path, model: LancerModel, info: dict | None = None) -> Path:
+    "Add the catalogue (`items.parquet`) and the model card (`README.md`) to the checkpoint folder `path`."
+    model.texts.items.to_parquet(path / "items.parquet")
+    (path / "README.md").write_text(model_card(model, info or {}))
+    return path
+
+def save_pretrained(self: LancerModel, path: str | Path, info: dict | None = None) -> Path:
+    "Write a self-contained folder: the checkpoint, its catalogue and a model card (from `info`), whole or not at all."
+    with atomic_directory(path) as tmp:
+        write_model(self, tmp, info)
+        write_pretrained_extras(tmp, self, info)
+    return Path(path)
+
+def from_pretrained(cls, path: str | Path, device: str | None = None) -> LancerModel:
+    "Load a folder written by `save_pretrained` (or a `best/` folder of `lancer train`), with its own catalogue."
+    items = Path(path) / "items.parquet"
+    if not items.exists(): raise FileNotFoundError(f"{path} has no items.parquet: load it with load_model(path, items)")
+    return load_model(path, pd.read_parquet(items), device)
+
+LancerModel.save_pretrained, LancerModel.from_pretrained = save_pretrained, classmethod(from_pretrained)

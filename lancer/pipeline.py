@@ -20,10 +20,11 @@ from accelerate import Accelerator
 
 from .backbone import (PACKAGED_BACKBONES, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone,
                              packaged_backbone_path)
-from .data import (SeqDataset, atomic_directory, dataset_fingerprint, default_cache_dir, filter_min_interactions,
-                         load_dataset, write_atomic)
+from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint, default_cache_dir,
+                         filter_min_interactions, load_dataset, write_atomic)
 from .metrics import compare_models, ndcg_at_k, results_table
-from .model import ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend
+from .model import (ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend,
+                          write_pretrained_extras)
 from .protocol import Split, TextTemplate, leave_one_out, template_for
 from .training import TrainConfig, evaluate_examples, peak_memory_mb, run_lock, train
 
@@ -78,7 +79,8 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  data_dir: str | None = None, config: LancerConfig | None = None, train_config: TrainConfig | None = None,
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
                  protocol: str = "default", min_interactions: int = 5,
-                 knowledge_prompt_from: str | Path | None = None, lock_test: bool = False, force: bool = False) -> dict:
+                 knowledge_prompt_from: str | Path | None = None, lock_test: bool = False, force: bool = False,
+                 command: str | None = None) -> dict:
     """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
     `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
     with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, notebook 14)."""
@@ -101,6 +103,11 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
     if accelerator.is_main_process and "train_steps" in summary:
         write_atomic(Path(output_dir) / "metrics.json", json.dumps(summary, indent=2))
+        if (best := complete_directory(Path(output_dir) / "best")) is not None:   # best/ opens with from_pretrained
+            valid = max(summary["valid_history"], key=lambda r: r["ndcg@10"], default={})
+            write_pretrained_extras(best, model, extra | {"seed": train_config.seed, "command": command,
+                                                          "valid": {k: v for k, v in valid.items() if "@" in k or k == "mrr"},
+                                                          "test": summary.get("lancer"), "training": asdict(train_config)})
     return summary
 
 def _check_same_data(checkpoint: Path, extra: dict) -> None:

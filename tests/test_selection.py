@@ -86,3 +86,14 @@ def test_main_job_runs_the_selected_configurations(tmp_path):
     with pytest.raises(ValueError, match="best validation mean"):
         chosen_config(record("lancer", lancer) | {"chosen": "other"} | {"candidates": {
             "only": {"config": lancer, "valid_mean": 0.1}, "other": {"config": lancer, "valid_mean": 0.05}}})
+
+
+def test_best_folder_opens_with_from_pretrained_and_has_a_model_card(tmp_path):
+    from lancer.model import LancerModel, recommend
+    summary = train_lancer(toy(), tmp_path / "run", config=LancerConfig(**LANCER["model"]),
+                           train_config=TrainConfig(**LANCER["train"]), command="lancer train --preset item-tokens")
+    model = LancerModel.from_pretrained(tmp_path / "run" / "best")
+    assert len(model.texts) == 12
+    card = (tmp_path / "run" / "best" / "README.md").read_text()
+    assert f"| test ndcg@10 | {summary['lancer']['ndcg@10']:.4f} |" in card
+    assert "`lancer train --preset item-tokens`" in card and "| data fingerprint |" in card and "| seed | 0 |" in card
