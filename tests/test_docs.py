@@ -130,6 +130,17 @@ def test_site_is_searchable(site):
         assert title_of(nb) in (site_dir / "search.json").read_text(encoding="utf-8"), f"{nb.name} not in search.json"
 
 
+def test_site_renders_maths_without_the_network(site):
+    "Pages with maths load the KaTeX copied into the site (from its npm package), and no script or style from elsewhere."
+    project, site_dir = site
+    assert (site_dir / "site_libs" / "katex" / "katex.min.js").exists()
+    metrics = page_for(site_dir, project, project / "nbs" / "02_metrics.ipynb").read_text(encoding="utf-8")
+    assert "site_libs/katex/katex.min.js" in metrics and "auto-render.min.js" in metrics
+    for page in site_dir.rglob("*.html"):
+        external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))
+        assert not external, f"{page.name} loads {external}"
+
+
 def test_quarto_standin_markdown(tmp_path):
     "The stand-in's `render NB -t gfm` (nbdev_readme): front matter as title, hidden/echo-less cells honoured, images saved."
     proj = tmp_path / "proj"

@@ -82,6 +82,8 @@ echo "== nbdev_docs"
 # 4. hand over the site
 docs="$(cd "$proj" && python -c 'from nbdev.config import get_config; print(get_config().doc_path)')"
 [ -f "$docs/index.html" ] || { echo "build_docs.sh: no $docs/index.html was built" >&2; exit 1; }
+# 3b. maths without the network: KaTeX from its npm package, copied into the site
+(cd "$proj" && python "$here/vendor_katex.py" "$docs")
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 cp -a "$docs" "$out"

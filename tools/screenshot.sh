@@ -5,7 +5,7 @@
 #
 # SITE_DIR defaults to <repo>/_docs (build it with tools/build_docs.sh), OUT_DIR to ${TMPDIR:-/tmp}/lancer-screenshots
 # (outside the repo). Pages default to index.html plus tutorial.html (or, without one, the first other page). One PNG per page,
-# 1280x1600, named after the page. Pages load from file://; external scripts (KaTeX) are not fetched offline.
+# 1280x1600, named after the page. Pages load from file://; maths renders with the KaTeX copy inside the site.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
