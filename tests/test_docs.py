@@ -134,11 +134,28 @@ def test_site_renders_maths_without_the_network(site):
     "Pages with maths load the KaTeX copied into the site (from its npm package), and no script or style from elsewhere."
     project, site_dir = site
     assert (site_dir / "site_libs" / "katex" / "katex.min.js").exists()
-    metrics = page_for(site_dir, project, project / "nbs" / "02_metrics.ipynb").read_text(encoding="utf-8")
+    metrics = (site_dir / "metrics.html").read_text(encoding="utf-8")
     assert "site_libs/katex/katex.min.js" in metrics and "auto-render.min.js" in metrics
     for page in site_dir.rglob("*.html"):
         external = re.findall(r'<(?:script|link)[^>]+(?:src|href)="(https?://[^"]+)"', page.read_text(encoding="utf-8"))
         assert not external, f"{page.name} loads {external}"
+
+
+def test_site_has_no_dead_internal_link(site):
+    "Every internal link of every page leads to a file of the site and, with an anchor, to an element with that id."
+    _, site_dir = site
+    pages = list(site_dir.rglob("*.html"))
+    ids = {p.resolve(): set(re.findall(r'id="([^"]+)"', p.read_text(encoding="utf-8"))) for p in pages}
+    dead = []
+    for page in pages:
+        for href in re.findall(r'href="([^"]+)"', page.read_text(encoding="utf-8")):
+            if re.match(r"^(https?:|mailto:|javascript:|data:)", href): continue
+            path, _, anchor = html.unescape(href).partition("#")
+            target = (page.parent / path).resolve() if path else page.resolve()
+            if not target.exists() or (anchor and target.suffix == ".html" and anchor not in ids[target]):
+                dead.append(f"{page.name} -> {href}")
+    assert not dead, dead[:20]
+    assert (site_dir / "metrics.html").exists() and not (site_dir / "02_metrics.html").exists()   # Quarto's page names
 
 
 def test_quarto_standin_markdown(tmp_path):

@@ -84,6 +84,8 @@ docs="$(cd "$proj" && python -c 'from nbdev.config import get_config; print(get_
 [ -f "$docs/index.html" ] || { echo "build_docs.sh: no $docs/index.html was built" >&2; exit 1; }
 # 3b. maths without the network: KaTeX from its npm package, copied into the site
 (cd "$proj" && python "$here/vendor_katex.py" "$docs")
+# 3c. page names as Quarto writes them (nbdev's output-file: 02_metrics.ipynb -> metrics.html)
+(cd "$proj" && python "$here/quarto_names.py" "$docs")
 rm -rf "$out"
 mkdir -p "$(dirname "$out")"
 cp -a "$docs" "$out"
