@@ -358,15 +358,15 @@ def run_baselines(dataset: str | SeqDataset = "ml-100k", data_dir: str | Path | 
                   output_dir: str | Path | None = None, seed: int = 0, max_history: int = 10,
                   models: Sequence[str] = BASELINES, min_interactions: int = 5, exclude_seen: bool = True,
                   train: dict | None = None, sasrec: dict | None = None, gru4rec: dict | None = None,
-                  narm: dict | None = None, show_progress: bool = True,
-                  num_threads: int | None = None) -> dict[str, dict[str, float]]:
+                  narm: dict | None = None, show_progress: bool = True, num_threads: int | None = None,
+                  duplicates: str = "drop") -> dict[str, dict[str, float]]:
     """Train and test the baselines with the default protocol; returns `{model: {metric: value}}` and writes it to
     `output_dir/metrics.json`, the test targets' ranks to `output_dir/ranks.json` (model -> one rank per test user).
     `train`, `sasrec`, `gru4rec`, `narm` override `TrainConfig`, `SASRecConfig`, `GRU4RecConfig`, `NARMConfig` fields."""
     for name in models:
         if name not in BASELINES: raise ValueError(f"run_baselines: unknown model {name!r}; choose from {BASELINES}")
     if num_threads: torch.set_num_threads(num_threads)
-    ds = dataset if isinstance(dataset, SeqDataset) else load_dataset(dataset, data_dir)
+    ds = dataset if isinstance(dataset, SeqDataset) else load_dataset(dataset, data_dir, duplicates=duplicates)
     ds, _ = filter_min_interactions(ds, min_interactions)
     split = leave_one_out(ds, max_history=max_history)
     train_cfg = TrainConfig(**{**dict(seed=seed, exclude_seen=exclude_seen, show_progress=show_progress), **(train or {})})

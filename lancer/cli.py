@@ -43,6 +43,9 @@ class _Parser(argparse.ArgumentParser):
 def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--dataset", default="ml-100k", help=f"one of {', '.join(DATASETS)} (default: ml-100k)")
     p.add_argument("--data-dir", default=None, help="directory with the raw files (default: download into the cache)")
+    p.add_argument("--duplicates", choices=("drop", "keep", "error"), default="drop",
+                   help="rows repeating an earlier (user, item, time) exactly: drop them, counted in a warning (default), "
+                        "keep them, or refuse the file")
 
 def _add_training(p: argparse.ArgumentParser):
     g = p.add_argument_group("training")
@@ -246,21 +249,22 @@ def run(args) -> int:
     if getattr(args, "output_dir", None) is not None: _check_writable(args.output_dir)
     if args.command == "data":
         from lancer.data import data_command
-        print(data_command(args.dataset, args.data_dir, args.min_interactions))
+        print(data_command(args.dataset, args.data_dir, args.min_interactions, duplicates=args.duplicates))
     elif args.command == "baselines":
         from lancer.baselines import run_baselines
         from lancer.metrics import results_table
         metrics = run_baselines(dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
                                 max_history=args.max_history, models=args.models,
                                 train={"stride": args.stride, "every_position": args.every_position},
-                                exclude_seen=not args.include_seen)
+                                exclude_seen=not args.include_seen, duplicates=args.duplicates)
         print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "train":
         from lancer.pipeline import train_lancer
         config, train_config, backbone_config = _configs(args)
         summary = train_lancer(args.dataset, args.output_dir, args.backbone, args.data_dir, config, train_config,
                                backbone_config, args.device, args.resume, args.protocol, args.min_interactions,
-                               force=args.force_resume, command="lancer " + " ".join(sys.argv[1:]))
+                               force=args.force_resume, command="lancer " + " ".join(sys.argv[1:]),
+                               duplicates=args.duplicates)
         print(f"test ({summary['wall_time_s']:.0f} s, peak memory {summary['peak_memory_mb']:.0f} MB):")
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":
@@ -287,7 +291,7 @@ def run(args) -> int:
         from lancer.pipeline import main_job
         selection_dir = args.selection_dir or f"results/selection/{args.dataset}/cap10"
         main_job(args.dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
-                 baselines=not args.no_baselines)
+                 baselines=not args.no_baselines, duplicates=args.duplicates)
     elif args.command == "select":
         from lancer.selection import comparison, select, evaluate_chosen
         where = dict(dataset=args.dataset, data_dir=args.data_dir, max_history=args.max_history,

@@ -30,7 +30,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['ML100K_GENRES', 'DUPLICATES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'GROUPLENS',
+__all__ = ['DUPLICATES', 'ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'GROUPLENS',
            'UCSD_GOODREADS', 'URLS', 'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256', 'RECBOLE_ML100K_SHA256', 'DATASETS',
            'DataFormatError', 'SeqDataset', 'build_sequences', 'read_lines', 'load_ml100k', 'load_recbole_atomic',
            'load_ml1m', 'load_mind', 'parse_goodreads_time', 'read_json_lines', 'load_goodreads', 'DownloadError',
@@ -95,10 +95,31 @@ def _items_frame(rows: list[dict], path: Path) -> pd.DataFrame:
     df.index = pd.RangeIndex(len(df), name="item_id")
     return df
 
+DUPLICATES = ("drop", "keep", "error")   # what to do with a row repeating an earlier (user, item, time) exactly
+
+def _without_duplicates(users, item_raw, times, lines, path: Path, duplicates: str) -> tuple[list, list, list, list]:
+    "The interactions without exact repeats of an earlier (user, item, time) (`drop`), all of them (`keep`), or an error."
+    if duplicates not in DUPLICATES: raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
+    first, keep, repeated = {}, [], []
+    for k, key in enumerate(zip(users, item_raw, times)):
+        if key in first:
+            repeated.append(k)
+            if duplicates == "error":
+                raise DataFormatError(f"{path}, line {lines[k]}: repeats line {lines[first[key]]} "
+                                      f"(user {key[0]}, item {key[1]}, time {key[2]})")
+            if duplicates == "drop": continue
+        first.setdefault(key, k); keep.append(k)
+    if repeated:
+        warnings.warn(f"{path}: {len(repeated)} rows repeat an earlier (user, item, time) exactly (first at line "
+                      f"{lines[repeated[0]]}); {'dropped' if duplicates == 'drop' else 'kept'}", stacklevel=3)
+    return tuple([seq[k] for k in keep] for seq in (users, item_raw, times, lines))
+
 def build_sequences(name: str, items: pd.DataFrame, users: Sequence[str], item_raw: Sequence[str],
-                    times: Sequence[int], lines: Sequence[int], path: Path) -> SeqDataset:
-    "Map raw item ids to rows of `items`, group by user, sort by (timestamp, file order)."
+                    times: Sequence[int], lines: Sequence[int], path: Path, duplicates: str = "drop") -> SeqDataset:
+    """Map raw item ids to rows of `items`, group by user, sort by (timestamp, file order). Exact repeats of an earlier
+    (user, item, time) are dropped with a warning that counts them (`duplicates="keep"` keeps them, `"error"` refuses)."""
     if len(users) == 0: raise DataFormatError(f"{path}: no interactions")
+    users, item_raw, times, lines = _without_duplicates(users, item_raw, times, lines, path, duplicates)
     index = {r: i for i, r in enumerate(items["raw_id"])}
     item_ids = np.empty(len(item_raw), np.int64)
     for k, r in enumerate(item_raw):
@@ -188,29 +209,16 @@ def _year(date: str, title: str) -> str:
     m = re.search(r"(\d{4})\s*$", date.strip()) or re.search(r"\((\d{4})\)\s*$", title)
     return m.group(1) if m else ""
 
-DUPLICATES = ("drop", "keep", "error")   # what to do with a row repeating an earlier (user, item, time) exactly
-
 def _rating_sequences(name: str, items: pd.DataFrame, path: Path, sep: str, what: str,
                       names: tuple[str, str, str], duplicates: str = "drop") -> SeqDataset:
-    """Sequences from a MovieLens ratings file (user, item, rating, timestamp per line); `names` label user, rating, time
-    in errors. Exact duplicate rows are dropped (counted in a warning), kept, or refused (`duplicates`)."""
-    if duplicates not in DUPLICATES: raise ValueError(f"duplicates must be one of {DUPLICATES}, got {duplicates!r}")
-    users, its, times, lines, seen, repeated = [], [], [], [], {}, []
+    "Sequences from a MovieLens ratings file (user, item, rating, timestamp per line); `names` label user, rating, time in errors."
+    users, its, times, lines = [], [], [], []
     for no, line in read_lines(path, "utf-8", fallback="latin-1"):
         u, i, r, t = _split(line, sep, 4, path, no, what)
         u, i = _id(u, path, no, names[0]), _id(i, path, no, "item id")
-        _int(r, path, no, names[1]); t = _int(t, path, no, names[2])
-        if (u, i, t) in seen:
-            repeated.append(no)
-            if duplicates == "error":
-                raise DataFormatError(f"{path}, line {no}: repeats line {seen[(u, i, t)]} (user {u}, item {i}, time {t})")
-            if duplicates == "drop": continue
-        seen.setdefault((u, i, t), no)
-        users.append(u); its.append(i); times.append(t); lines.append(no)
-    if repeated:
-        warnings.warn(f"{path}: {len(repeated)} rows repeat an earlier (user, item, time) exactly (first at line "
-                      f"{repeated[0]}); {'dropped' if duplicates == 'drop' else 'kept'}", stacklevel=3)
-    return build_sequences(name, items, users, its, times, lines, path)
+        _int(r, path, no, names[1])
+        users.append(u); its.append(i); times.append(_int(t, path, no, names[2])); lines.append(no)
+    return build_sequences(name, items, users, its, times, lines, path, duplicates)
 
 def load_ml100k(data_dir: str | Path, name: str = "ml-100k", duplicates: str = "drop") -> SeqDataset:
     "Load MovieLens-100K from the GroupLens files `u.data` and `u.item` in `data_dir`."
@@ -241,7 +249,7 @@ def _atomic_header(line: str, path: Path, required: Sequence[str]) -> tuple[list
         if r not in names: raise DataFormatError(f"{path}, line 1: missing column {r!r} in header {line!r}")
     return names, types
 
-def load_recbole_atomic(data_dir: str | Path, name: str) -> SeqDataset:
+def load_recbole_atomic(data_dir: str | Path, name: str, duplicates: str = "drop") -> SeqDataset:
     "Load `{name}.inter` and `{name}.item` (RecBole atomic format) from `data_dir`."
     d = Path(data_dir)
     ip, tp = d/f"{name}.item", d/f"{name}.inter"
@@ -269,7 +277,7 @@ def load_recbole_atomic(data_dir: str | Path, name: str) -> SeqDataset:
     for no, line in lines:
         f = _split(line, "\t", len(cols), tp, no, "columns of the header")
         users.append(f[cu]); its.append(f[ci]); times.append(_int(f[ct], tp, no, "timestamp")); nos.append(no)
-    return build_sequences(name, items, users, its, times, nos, tp)
+    return build_sequences(name, items, users, its, times, nos, tp, duplicates)
 
 # %% ../nbs/00_data.ipynb #a7a06092
 def load_ml1m(data_dir: str | Path, name: str = "ml-1m", duplicates: str = "drop") -> SeqDataset:
@@ -289,7 +297,7 @@ MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 _MIND_NEWS_COLUMNS = ["raw_id", "category", "subcategory", "title", "abstract", "url", "title_entities",
                       "abstract_entities"]
 
-def load_mind(data_dir: str | Path, name: str = "mind-small") -> SeqDataset:
+def load_mind(data_dir: str | Path, name: str = "mind-small", duplicates: str = "drop") -> SeqDataset:
     """Load MIND (small or large) from `news.tsv` and `behaviors.tsv` in `data_dir`.
     Sequence per user = click history (de-duplicated across the user's impressions: the earliest impression's
     history, then ids that only later histories add; timestamped one second before the first impression), followed
@@ -332,7 +340,7 @@ def load_mind(data_dir: str | Path, name: str = "mind-small") -> SeqDataset:
         for t, no, _, clicks in imps:
             for nid in clicks:
                 users.append(user); its.append(nid); times.append(t); lines.append(no)
-    return build_sequences(name, items, users, its, times, lines, bp)
+    return build_sequences(name, items, users, its, times, lines, bp, duplicates)
 
 # %% ../nbs/00_data.ipynb #579df0a9
 GOODREADS_TIME_FORMAT = "%a %b %d %H:%M:%S %z %Y"
@@ -370,7 +378,8 @@ def _find(d: Path, fname: str) -> Path:
     p = d/fname
     return p if p.exists() or not (d/fname.removesuffix(".gz")).exists() else d/fname.removesuffix(".gz")
 
-def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_only: bool = False) -> SeqDataset:
+def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_only: bool = False,
+                   duplicates: str = "drop") -> SeqDataset:
     "Load the Goodreads poetry subset (books, interactions, genres; optional author names) from `data_dir`."
     d = Path(data_dir)
     bp, ip, gp, ap = (_find(d, GOODREADS_FILES[k]) for k in ("books", "interactions", "genres", "authors"))
@@ -404,7 +413,7 @@ def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_on
             raise DataFormatError(f"{ip}, line {no}: field 'date_added' {r['date_added']!r} is not like "
                                   f"'Tue Oct 17 09:06:17 -0700 2017'") from None
         users.append(str(r["user_id"])); its.append(str(r["book_id"])); times.append(t); lines.append(no)
-    return build_sequences(name, items, users, its, times, lines, ip)
+    return build_sequences(name, items, users, its, times, lines, ip, duplicates)
 
 # %% ../nbs/00_data.ipynb #8af35e18
 class DownloadError(OSError):
@@ -489,29 +498,32 @@ def fetch_recbole_ml100k(dest: str | Path, timeout: float = 300) -> Path:
     return dest
 
 # %% ../nbs/00_data.ipynb #332a8e50
-def _ml100k_from(d: Path) -> SeqDataset | None:
+def _ml100k_from(d: Path, duplicates: str = "drop") -> SeqDataset | None:
     for sub in (d, d/"ml-100k", d/"recbole"):   # as given, GroupLens zip layout, our cache of the RecBole copy
-        if (sub/"u.data").exists(): return load_ml100k(sub)
-        if (sub/"ml-100k.inter").exists(): return load_recbole_atomic(sub, "ml-100k")
+        if (sub/"u.data").exists(): return load_ml100k(sub, duplicates=duplicates)
+        if (sub/"ml-100k.inter").exists(): return load_recbole_atomic(sub, "ml-100k", duplicates)
     return None
 
-def _loader(name: str):
+def _loader(name: str, duplicates: str = "drop"):
     "Function `dir -> SeqDataset | None` (None when the files are not there) for data set `name`."
     def sub(d: Path, marker: str, folder: str) -> Path | None:
         return next((p for p in (d, d/folder) if (p/marker).exists()), None)
-    if name == "ml-100k": return _ml100k_from
-    if name == "ml-1m": return lambda d: load_ml1m(p) if (p := sub(d, "ratings.dat", "ml-1m")) else None
-    if name == "mind-small": return lambda d: load_mind(p) if (p := sub(d, "behaviors.tsv", "MINDsmall_train")) else None
+    if name == "ml-100k": return lambda d: _ml100k_from(d, duplicates)
+    if name == "ml-1m":
+        return lambda d: load_ml1m(p, duplicates=duplicates) if (p := sub(d, "ratings.dat", "ml-1m")) else None
+    if name == "mind-small":
+        return lambda d: load_mind(p, duplicates=duplicates) if (p := sub(d, "behaviors.tsv", "MINDsmall_train")) else None
     if name == "goodreads-poetry":
-        return lambda d: load_goodreads(d) if _find(d, GOODREADS_FILES["interactions"]).exists() else None
+        return lambda d: (load_goodreads(d, duplicates=duplicates)
+                          if _find(d, GOODREADS_FILES["interactions"]).exists() else None)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} or pass a SeqDataset loader a data_dir")
 
 def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
-                 timeout: float = 5.0) -> SeqDataset:
+                 timeout: float = 5.0, duplicates: str = "drop") -> SeqDataset:
     """Load a raw (unfiltered) data set by name: from `data_dir` if given, else the cache, else its official URL.
     ML-100K falls back to the copy inside the RecBole 1.2.1 wheel when GroupLens is unreachable.
     Checksums we do not know are recorded on first download (see `verify_checksum`)."""
-    load = _loader(name)
+    load = _loader(name, duplicates)
     if data_dir is not None:
         d = Path(data_dir)
         if not d.is_dir(): raise FileNotFoundError(f"{d}: data directory not found")
@@ -530,7 +542,7 @@ def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str |
             raise DownloadError(f"{e}\nDownload the {name} files by hand and pass data_dir=...") from e
         warnings.warn(f"{e}; using the MovieLens-100K copy inside the RecBole 1.2.1 wheel instead")
         fetch_recbole_ml100k(cache/"recbole")
-        return load_recbole_atomic(cache/"recbole", "ml-100k")
+        return load_recbole_atomic(cache/"recbole", "ml-100k", duplicates)
     if (ds := load(cache)) is None: raise DownloadError(f"{cache}: downloaded files do not contain the {name} data")
     return ds
 
@@ -576,9 +588,9 @@ def stats_table(before: SeqDataset | dict, after: SeqDataset | dict) -> pd.DataF
     return pd.DataFrame({"before": s(before), "after": s(after)})
 
 def data_command(dataset: str, data_dir: str | None = None, min_interactions: int = 5,
-                 cache_dir: str | None = None) -> str:
+                 cache_dir: str | None = None, duplicates: str = "drop") -> str:
     "Text for `lancer data`: statistics before/after filtering and what the filter dropped."
-    ds = load_dataset(dataset, data_dir, cache_dir)
+    ds = load_dataset(dataset, data_dir, cache_dir, duplicates=duplicates)
     filt, rep = filter_min_interactions(ds, min_interactions)
     t = stats_table(ds, filt)
     fmt = lambda v: f"{v:,.4f}" if isinstance(v, float) and not float(v).is_integer() else f"{int(v):,}"

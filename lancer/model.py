@@ -522,7 +522,7 @@ def load_knowledge_prompt(model: LancerModel, path: str | Path) -> LancerModel:
                          f"n_prefix?): {e}") from None
     return model
 
-# %% ../nbs/07_model.ipynb #f1173fec
+# %% ../nbs/07_model.ipynb #c2bf3b3d
 def model_card(model: LancerModel, info: dict) -> str:
     "A model card (Markdown) for `model` from what `info` knows: dataset, fingerprint, seed, command, metrics, training."
     rows = lambda d: "\n".join(f"| {k} | {v} |" for k, v in d.items())

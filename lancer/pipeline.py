@@ -35,9 +35,10 @@ __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'b
 
 # %% ../nbs/11_pipeline.ipynb #0699eca7
 def prepare_data(dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, min_interactions: int = 5,
-                 max_history: int = 10, protocol: str = "default") -> tuple[SeqDataset, Split]:
-    "Filtered dataset and its leave-one-out split (`dataset` is a name or an already loaded `SeqDataset`)."
-    ds = load_dataset(dataset, data_dir) if isinstance(dataset, str) else dataset
+                 max_history: int = 10, protocol: str = "default", duplicates: str = "drop") -> tuple[SeqDataset, Split]:
+    """Filtered dataset and its leave-one-out split (`dataset` is a name or an already loaded `SeqDataset`; `duplicates`:
+    what loading does with exact repeats of a (user, item, time), notebook 00)."""
+    ds = load_dataset(dataset, data_dir, duplicates=duplicates) if isinstance(dataset, str) else dataset
     ds, _ = filter_min_interactions(ds, min_interactions)
     return ds, leave_one_out(ds, max_history=max_history, protocol=protocol)
 
@@ -80,7 +81,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
                  protocol: str = "default", min_interactions: int = 5,
                  knowledge_prompt_from: str | Path | None = None, lock_test: bool = False, force: bool = False,
-                 command: str | None = None) -> dict:
+                 command: str | None = None, duplicates: str = "drop") -> dict:
     """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
     `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
     with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, notebook 14)."""
@@ -89,10 +90,10 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
     with run_lock(output_dir) if accelerator.is_main_process else nullcontext():   # one run per folder, from the start
-        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol)
+        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history, protocol, duplicates)
         if lock_test: split = split.lock_test()
         extra = {"dataset": ds.name, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
-                 "min_interactions": min_interactions, "protocol": protocol, "backbone": backbone,
+                 "min_interactions": min_interactions, "protocol": protocol, "duplicates": duplicates, "backbone": backbone,
                  "data_fingerprint": dataset_fingerprint(ds), "n_items": ds.n_items, "n_users": ds.n_users,
                  "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
         if resume: _check_same_data(Path(output_dir) / "last", extra)
@@ -130,7 +131,7 @@ def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
         raise ValueError(f"{meta_path} has no model configuration: not a lancer checkpoint, or a damaged one")
     extra = meta.get("extra", {})
     ds, split = prepare_data(extra.get("dataset", "ml-100k"), extra.get("data_dir"), extra.get("min_interactions", 5),
-                             meta["config"]["max_history"], extra.get("protocol", "default"))
+                             meta["config"]["max_history"], extra.get("protocol", "default"), extra.get("duplicates", "drop"))
     if "data_fingerprint" in extra:
         _check_same_data(Path(checkpoint), {"dataset": ds.name, "n_items": ds.n_items, "data_fingerprint": dataset_fingerprint(ds)})
     return ds, split, meta
@@ -239,7 +240,7 @@ def comparison_table(metrics: dict, ranks: dict, reference: str, k: int = 10) ->
 
 def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", data_dir: str | None = None, seed: int = 0,
              selection_dir: str | Path | None = None, preset_name: str | None = None, baselines: bool = True,
-             backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
+             backbone_config: OfflineBackboneConfig | None = None, duplicates: str = "drop") -> pd.DataFrame:
     """Baselines + LANCER on `dataset`, every model in the configuration its selection record under `selection_dir`
     chose (`<model>/selection.json`, written by `lancer select` on validation; without a record LANCER runs
     `MAIN_PRESET` and a baseline its defaults); `preset_name` runs that LANCER preset instead of the selected one. Writes output_dir/metrics.json (model -> metrics), ranks.json
@@ -259,13 +260,14 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
         chosen = {} if records[name] is None else chosen_config(records[name])
         run = out / "baselines" / name
         metrics |= run_baselines(dataset=dataset, data_dir=data_dir, output_dir=run, seed=seed, models=(name,),
-                                 max_history=config.max_history, train=chosen.get("train"),
+                                 max_history=config.max_history, train=chosen.get("train"), duplicates=duplicates,
                                  **({name: chosen["model"]} if "model" in chosen else {}))
         ranks |= json.loads((run / "ranks.json").read_text())
         valid[name] = json.loads((run / "baselines_details.json").read_text())["models"][name]["valid"]["ndcg@10"]
     timing["baselines"] = round(time.time() - t0, 1)
     t1 = time.time()
-    summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config)
+    summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config,
+                           duplicates=duplicates)
     metrics["lancer"], ranks["lancer"] = summary["lancer"], summary["test_ranks"]
     timing["lancer"] = round(time.time() - t1, 1)
     timing["total"] = round(time.time() - t0, 1)

@@ -6,6 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -331,3 +332,13 @@ def test_a_last_line_without_line_end_is_reported(tmp_path):
     d = ml100k_files(tmp_path, "1\t1\t3\t10\n1\t2\t3\t8812")                   # a copy cut short inside the timestamp
     with pytest.warns(UserWarning, match=r"u.data: the last line \(2\) has no line end; the file may be truncated"):
         load_ml100k(d)
+
+
+def test_duplicates_policy_from_the_command_line(tmp_path, capsys):
+    d = ml100k_files(tmp_path / "data", "".join(f"{u}\t{i}\t3\t{10 * i}\n" for u in (1, 2, 3) for i in (1, 2)) * 2 +
+                     "".join(f"{u}\t1\t4\t99\n" for u in (1, 2, 3)))
+    assert main(["data", "--dataset", "ml-100k", "--data-dir", str(d), "--duplicates", "error"]) == 2
+    assert "repeats line 1" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="6 rows repeat"):
+        assert main(["data", "--dataset", "ml-100k", "--data-dir", str(d), "--min-interactions", "3"]) == 0
+    assert re.search(r"n_interactions\s+9\s+9", capsys.readouterr().out)   # 3 users x 3 interactions, repeats dropped
