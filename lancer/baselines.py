@@ -24,9 +24,9 @@ from .protocol import Example, Split, leave_one_out
 from .metrics import evaluate_ranks, ranks_from_scores
 
 # %% auto #0
-__all__ = ['BASELINES', 'pad_left', 'MostPopular', 'SASRecConfig', 'CausalSelfAttention', 'Block', 'SASRec', 'GRU4RecConfig',
-           'GRU4Rec', 'NARMConfig', 'NARM', 'score_all_items', 'model_ranks', 'evaluate_model', 'training_windows',
-           'TrainConfig', 'fit', 'build_baseline', 'train_baseline', 'run_baselines']
+__all__ = ['BASELINES', 'pad_left', 'MostPopular', 'CatalogueScores', 'SASRecConfig', 'CausalSelfAttention', 'Block', 'SASRec',
+           'GRU4RecConfig', 'GRU4Rec', 'NARMConfig', 'NARM', 'score_all_items', 'model_ranks', 'evaluate_model',
+           'training_windows', 'TrainConfig', 'fit', 'build_baseline', 'train_baseline', 'run_baselines']
 
 # %% ../nbs/03_baselines.ipynb #abb78ef7
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, pad_id: int) -> torch.Tensor:
@@ -63,6 +63,16 @@ class MostPopular(nn.Module):
         return self.scores.expand(seqs.shape[0], -1)
 
 # %% ../nbs/03_baselines.ipynb #5bfe105d
+class CatalogueScores:
+    "What SASRec, GRU4Rec and NARM share: every catalogue item scored against the output by the shared item embeddings."
+    def logits(self, h: torch.Tensor) -> torch.Tensor:
+        "Scores over the catalogue `[..., n_items]` from outputs `[..., d]`."
+        return h @ self.item_emb.weight[: self.n_items].T
+
+    def item_scores(self, seqs: torch.Tensor) -> torch.Tensor:
+        "Next-item scores `[B, n_items]` from the last position."
+        return self.logits(self(seqs)[:, -1])
+
 @dataclass
 class SASRecConfig:
     n_items: int                 # catalogue size (the padding id is n_items)
@@ -102,7 +112,7 @@ class Block(nn.Module):
         x = x + self.drop(self.attn(self.ln1(x), mask))
         return x + self.drop(self.mlp(self.ln2(x)))
 
-class SASRec(nn.Module):
+class SASRec(CatalogueScores, nn.Module):
     "Self-attentive sequential recommender with full-softmax scoring over the catalogue."
     def __init__(self, cfg: SASRecConfig):
         super().__init__()
@@ -127,14 +137,6 @@ class SASRec(nn.Module):
         for block in self.blocks: x = block(x, mask)
         return self.ln_f(x)
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        "Scores over the catalogue `[..., n_items]` from hidden states `[..., d]`."
-        return h @ self.item_emb.weight[: self.n_items].T
-
-    def item_scores(self, seqs: torch.Tensor) -> torch.Tensor:
-        "Next-item scores `[B, n_items]` from the last position."
-        return self.logits(self(seqs)[:, -1])
-
 def _init_weights(m: nn.Module):
     "Small normal init for linear and embedding weights (GPT-style), zero biases."
     if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, std=0.02)
@@ -150,7 +152,7 @@ class GRU4RecConfig:
     n_layer: int = 1
     dropout: float = 0.2
 
-class GRU4Rec(nn.Module):
+class GRU4Rec(CatalogueScores, nn.Module):
     "GRU over item embeddings with full-softmax scoring over the catalogue."
     def __init__(self, cfg: GRU4RecConfig):
         super().__init__()
@@ -167,14 +169,6 @@ class GRU4Rec(nn.Module):
         h, _ = self.gru(self.drop(self.item_emb(seqs)))                    # [B, T, hidden]
         return self.out(self.drop(h))                                       # [B, T, d]
 
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        "Scores over the catalogue `[..., n_items]` from hidden states `[..., d]`."
-        return h @ self.item_emb.weight[: self.n_items].T
-
-    def item_scores(self, seqs: torch.Tensor) -> torch.Tensor:
-        "Next-item scores `[B, n_items]` from the last position."
-        return self.logits(self(seqs)[:, -1])
-
 # %% ../nbs/03_baselines.ipynb #a6f1e366
 @dataclass
 class NARMConfig:
@@ -185,7 +179,7 @@ class NARMConfig:
     dropout: float = 0.25        # on the item embeddings
     out_dropout: float = 0.5     # on [global; local] before the bilinear decoder
 
-class NARM(nn.Module):
+class NARM(CatalogueScores, nn.Module):
     "GRU states read two ways, the last one (global) and an attention-weighted sum (local), scored bilinearly."
     def __init__(self, cfg: NARMConfig):
         super().__init__()
@@ -207,14 +201,6 @@ class NARM(nn.Module):
         alpha = e * (causal & (seqs != self.pad_id)[:, None, :])                          # padding and future: 0
         local = alpha @ h                                                                 # [B, T, H]
         return self.decoder(self.out_drop(torch.cat([h, local], -1)))                     # [B, T, d]
-
-    def logits(self, h: torch.Tensor) -> torch.Tensor:
-        "Scores over the catalogue `[..., n_items]` from outputs `[..., d]`."
-        return h @ self.item_emb.weight[: self.n_items].T
-
-    def item_scores(self, seqs: torch.Tensor) -> torch.Tensor:
-        "Next-item scores `[B, n_items]` from the last position."
-        return self.logits(self(seqs)[:, -1])
 
 # %% ../nbs/03_baselines.ipynb #05c85494
 @torch.no_grad()
