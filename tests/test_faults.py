@@ -342,3 +342,16 @@ def test_duplicates_policy_from_the_command_line(tmp_path, capsys):
     with pytest.warns(UserWarning, match="6 rows repeat"):
         assert main(["data", "--dataset", "ml-100k", "--data-dir", str(d), "--min-interactions", "3"]) == 0
     assert re.search(r"n_interactions\s+9\s+9", capsys.readouterr().out)   # 3 users x 3 interactions, repeats dropped
+
+
+def test_every_command_line_option_has_help():
+    import argparse
+    missing = []
+    def walk(parser, command):
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items(): walk(sub, f"{command} {name}")
+            elif not action.help:
+                missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
+    walk(build_parser(), "lancer")
+    assert not missing, missing
