@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "content-enriched language modeling (arXiv 2309.10435).")
     parser.add_argument("--version", action="version", version=f"lancer {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    loud = parser.add_mutually_exclusive_group()
+    loud.add_argument("--quiet", action="store_true", help="only warnings and errors: no progress messages or bars")
+    loud.add_argument("--verbose", action="store_true", help="also the libraries' detailed messages")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     p = sub.add_parser("data", help="load a dataset and print its statistics before/after filtering")
     _add_data(p)
@@ -219,6 +222,7 @@ def _configs(args) -> tuple:
                              all_positions=False if args.one_example_per_user else None, item_reps=args.item_reps,
                              refresh_every=args.refresh_every, knowledge_items=args.knowledge_items,
                              group_by_length=True if args.group_by_length else None,
+                             progress=False if getattr(args, "quiet", False) else None,
                              window_stride=_window_stride(args, base_config, base_train))
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed,
@@ -256,7 +260,7 @@ def run(args) -> int:
         metrics = run_baselines(dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
                                 max_history=args.max_history, models=args.models,
                                 train={"stride": args.stride, "every_position": args.every_position},
-                                exclude_seen=not args.include_seen, duplicates=args.duplicates)
+                                exclude_seen=not args.include_seen, duplicates=args.duplicates, show_progress=not args.quiet)
         print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "train":
         from lancer.pipeline import train_lancer
@@ -290,8 +294,9 @@ def run(args) -> int:
     elif args.command == "main":
         from lancer.pipeline import main_job
         selection_dir = args.selection_dir or f"results/selection/{args.dataset}/cap10"
-        main_job(args.dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
-                 baselines=not args.no_baselines, duplicates=args.duplicates)
+        table = main_job(args.dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
+                         baselines=not args.no_baselines, duplicates=args.duplicates)
+        print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "select":
         from lancer.selection import comparison, select, evaluate_chosen
         where = dict(dataset=args.dataset, data_dir=args.data_dir, max_history=args.max_history,
@@ -340,11 +345,21 @@ def _check_writable(folder: str) -> None:
     except OSError as e:
         raise PermissionError(f"--output-dir {folder} cannot be written: {e.strerror or e}") from None
 
+# %% ../nbs/12_cli.ipynb #6b8be65e
+def _configure_output(quiet: bool = False, verbose: bool = False) -> None:
+    "Messages of the `lancer` logger to stderr at INFO (WARNING with `quiet`, DEBUG with `verbose`); bars off if `quiet`."
+    import logging
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    logging.basicConfig(format="%(message)s", stream=sys.stderr, level=logging.WARNING if not verbose else logging.DEBUG)
+    logging.getLogger("lancer").setLevel(level)
+    if quiet: os.environ["TQDM_DISABLE"] = "1"                        # every progress bar that does not set its own
+
 # %% ../nbs/12_cli.ipynb #78693a08
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lancer` console script."
     parser = build_parser()
     args = parser.parse_args(argv)
+    _configure_output(args.quiet, args.verbose)
     from lancer.data import DataFormatError, DownloadError
     from lancer.backbone import BackboneError
     from lancer.training import RunLockedError

@@ -26,7 +26,7 @@ from .metrics import compare_models, ndcg_at_k, results_table
 from .model import (ItemTexts, LancerConfig, LancerModel, display_mapper, load_knowledge_prompt, load_model, recommend,
                           write_pretrained_extras)
 from .protocol import Split, TextTemplate, leave_one_out, template_for
-from .training import TrainConfig, evaluate_examples, peak_memory_mb, run_lock, train
+from .training import TrainConfig, evaluate_examples, logger, peak_memory_mb, run_lock, train
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',
@@ -281,7 +281,6 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
                                                 indent=2))
     table = results_table(metrics) if not valid else comparison_table(metrics, ranks, max(valid, key=valid.get))
     table.to_csv(out / "results.csv")
-    print(table.to_string(float_format=lambda v: f"{v:.4f}"))
-    print(f"wall time: baselines {timing['baselines']:.0f} s, LANCER {timing['lancer']:.0f} s, "
-          f"total {timing['total']:.0f} s; peak memory {peak_memory_mb():.0f} MB")
+    logger.info(f"wall time: baselines {timing['baselines']:.0f} s, LANCER {timing['lancer']:.0f} s, "
+                f"total {timing['total']:.0f} s; peak memory {peak_memory_mb():.0f} MB")
     return table

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import random
@@ -33,12 +34,14 @@ from .model import (ItemTexts, LancerModel, catalogue_representations, load_mode
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
-__all__ = ['RESUMABLE_CHANGES', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order',
+__all__ = ['logger', 'RESUMABLE_CHANGES', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order',
            'padding_fraction', 'example_ranks', 'evaluate_examples', 'save_training_state', 'restore_rngs',
            'cached_inputs', 'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'check_resumable', 'train',
            'plot_training', 'RunLockedError', 'run_lock']
 
 # %% ../nbs/10_training.ipynb #a3c63e0a
+logger = logging.getLogger("lancer")      # progress messages; `lancer --quiet` / `--verbose` set its level
+
 @dataclass
 class TrainConfig:
     "How to train a `LancerModel`."
@@ -275,7 +278,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         model.load_state_dict(fresh.state_dict())
         opt_state = (load_file(last / "optimizer.safetensors"), json.loads((last / "optimizer.json").read_text()))
         cached = restore_rngs(opt_state[0], opt_state[1], sampler)
-        if main: print(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
+        if main: logger.info(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
     epochs = {1: cfg.epochs_stage1, 2: cfg.epochs_stage2}
     stopped = False
     for stage in (1, 2):
@@ -345,7 +348,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
             record = {"stage": stage, "epoch": epoch + 1, "train_loss": running, **metrics}
             state["history"].append(record)
             if main:
-                print(f"stage {stage} epoch {epoch + 1}: loss {running:.4f}  " +
+                logger.info(f"stage {stage} epoch {epoch + 1}: loss {running:.4f}  " +
                       "  ".join(f"valid {k} {v:.4f}" for k, v in metrics.items() if k != "mrr"))
                 if metrics["ndcg@10"] > state["best_ndcg@10"]:
                     state["best_ndcg@10"] = metrics["ndcg@10"]
@@ -416,7 +419,7 @@ def run_lock(folder: str | Path):
             if owner and owner != os.getpid() and _alive(owner):
                 raise RunLockedError(f"{folder} is in use by another lancer run (pid {owner}); wait for it to finish or "
                                      "choose another output folder") from None
-            print(f"taking over the lock of {folder} from pid {owner or '?'}, which is no longer running", file=sys.stderr)
+            logger.warning(f"taking over the lock of {folder} from pid {owner or '?'}, which is no longer running")
             lock.unlink(missing_ok=True)
     os.write(fd, str(os.getpid()).encode()); os.close(fd)
     try: yield folder

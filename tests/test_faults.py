@@ -119,7 +119,7 @@ def test_interrupted_backbone_build_leaves_no_cache(tmp_path, monkeypatch):
     assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
 
 
-def test_one_run_per_output_folder(tmp_path, capsys):
+def test_one_run_per_output_folder(tmp_path, capsys, caplog):
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.training import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
                                str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, text=True)
@@ -132,7 +132,7 @@ def test_one_run_per_output_folder(tmp_path, capsys):
     finally:
         holder.kill(); holder.wait()
     with run_lock(tmp_path / "run"): pass                                    # the owner is gone: taken over
-    assert "no longer running" in capsys.readouterr().err
+    assert "no longer running" in caplog.text
 
 
 def _train_small(ds, out, resume=False, **changes):
@@ -355,3 +355,20 @@ def test_every_command_line_option_has_help():
                 missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
     walk(build_parser(), "lancer")
     assert not missing, missing
+
+
+def test_quiet_and_verbose(tmp_path, capsys):
+    import logging
+    from lancer.cli import _configure_output
+    try:
+        _configure_output(quiet=True)
+        assert logging.getLogger("lancer").level == logging.WARNING and os.environ.get("TQDM_DISABLE") == "1"
+        args = build_parser().parse_args(["--quiet", "train", "--output-dir", "x"])
+        from lancer.cli import _configs
+        assert _configs(args)[1].progress is False
+        _configure_output(verbose=True)
+        assert logging.getLogger("lancer").level == logging.DEBUG
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--quiet", "--verbose", "data"])
+    finally:
+        os.environ.pop("TQDM_DISABLE", None); logging.getLogger("lancer").setLevel(logging.NOTSET)
