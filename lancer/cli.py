@@ -345,7 +345,7 @@ def _check_writable(folder: str) -> None:
     except OSError as e:
         raise PermissionError(f"--output-dir {folder} cannot be written: {e.strerror or e}") from None
 
-# %% ../nbs/12_cli.ipynb #6b8be65e
+# %% ../nbs/12_cli.ipynb #8f7c256d
 def _configure_output(quiet: bool = False, verbose: bool = False) -> None:
     "Messages of the `lancer` logger to stderr at INFO (WARNING with `quiet`, DEBUG with `verbose`); bars off if `quiet`."
     import logging

@@ -179,15 +179,16 @@ def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict,
         (tmp / "optimizer.json").write_text(json.dumps(meta, default=str))
         (tmp / "trainer.json").write_text(json.dumps(state, indent=2))
 
-def restore_rngs(tensors: dict, meta: dict, sampler: torch.Generator) -> torch.Tensor | None:
-    "Set every RNG to the state a checkpoint saved (removing those entries from `tensors`); returns its cached table."
-    torch.set_rng_state(tensors.pop("rng.torch"))
+def restore_rngs(tensors: dict, meta: dict, sampler: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Set the numpy, Python and sampler RNGs to the state a checkpoint saved (removing those entries from `tensors`);
+    returns torch's RNG state, for the caller to set at the right moment (see `train`), and the cached table."""
+    torch_state = tensors.pop("rng.torch")
     if "rng.sampler" in tensors: sampler.set_state(tensors.pop("rng.sampler"))
     if "rng.numpy" in tensors:
         np.random.set_state(("MT19937", tensors.pop("rng.numpy").numpy().astype(np.uint32), *meta["rng.numpy"]))
         version, internal, gauss = meta["rng.python"]
         random.setstate((version, tuple(internal), gauss))
-    return tensors.pop("cache.table", None)
+    return torch_state, tensors.pop("cache.table", None)
 
 # %% ../nbs/10_training.ipynb #d4e42e09
 def cached_inputs(batch: dict, table: torch.Tensor, k: int, generator: torch.Generator) -> dict:
@@ -270,14 +271,18 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": [],
              "settings": settings, "refreshed_at": 0, "running": None}
-    opt_state, cached, last = None, None, complete_directory(out / "last")
+    opt_state, cached, torch_state, last = None, None, None, complete_directory(out / "last")
     if resume and last is not None and (last / "trainer.json").exists():
         state = json.loads((last / "trainer.json").read_text())
         if "settings" in state: check_resumable(state["settings"], settings, force)
         fresh = load_model(last, model.texts.items, device=accelerator.device)
         model.load_state_dict(fresh.state_dict())
         opt_state = (load_file(last / "optimizer.safetensors"), json.loads((last / "optimizer.json").read_text()))
-        cached = restore_rngs(opt_state[0], opt_state[1], sampler)
+        torch_state, cached = restore_rngs(opt_state[0], opt_state[1], sampler)
+        # A DataLoader draws from torch's RNG when its iterator starts (at the start of each epoch). Resuming at an
+        # epoch start, the saved state comes before that draw: set it now. Resuming inside an epoch, the run had drawn
+        # it already: set the state once the resumed epoch's iterator has started (at its first batch, or after it).
+        if state["step_in_epoch"] == 0: torch.set_rng_state(torch_state); torch_state = None
         if main: logger.info(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
     epochs = {1: cfg.epochs_stage1, 2: cfg.epochs_stage2}
     stopped = False
@@ -312,6 +317,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                        disable=not (cfg.progress and main), leave=False)
             step_in_epoch, running = skip, state["running"] if skip else None
             for batch in batches:
+                if torch_state is not None: torch.set_rng_state(torch_state); torch_state = None
                 if cfg.item_reps == "cached":
                     if table is None or state["global_step"] - refreshed_at >= cfg.refresh_every:
                         table, refreshed_at = catalogue_representations(model).clone(), state["global_step"]
@@ -338,6 +344,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                     save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
                 if cfg.max_steps is not None and state["global_step"] >= cfg.max_steps:
                     stopped = True; break
+            if torch_state is not None: torch.set_rng_state(torch_state); torch_state = None   # an epoch with no step left
             bar.close()
             if stopped:
                 if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
