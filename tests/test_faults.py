@@ -397,3 +397,23 @@ def test_stopped_at_any_step_resumes_bit_for_bit(inits, tmp_path, preset):
         for part in ("prompts.safetensors", "lm/model.safetensors"):              # prompts and the generating LM
             a, b = (load_file(d / "last" / part) for d in (tmp_path / "whole", out))
             assert all(torch.equal(a[n], b[n]) for n in a), (k, part)
+
+
+def test_backbone_build_killed_midway_leaves_no_cache(tmp_path):
+    "A real build process killed while it pretrains leaves nothing that a later run would take for a built backbone."
+    script = ("import sys, torch\nfrom lancer.backbone import OfflineBackboneConfig\n"
+              "from lancer.pipeline import offline_backbone_path, template_for\nfrom lancer.training import rule_dataset\n"
+              "torch.set_num_threads(1); ds = rule_dataset(n_users=16); ds.name = 'ml-100k'\n"
+              "cfg = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=int(sys.argv[2]), batch_size=4)\n"
+              "print(offline_backbone_path(ds, template_for('ml-100k'), cfg, sys.argv[1]), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(tmp_path), "400"], env=ENV, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(tmp_path.glob("backbones/.*.tmp-*")) and time.time() < deadline: time.sleep(0.1)
+    time.sleep(2.0)                                                      # the build is under way (400 epochs)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert not list(tmp_path.glob("backbones/ml-100k-*/config.json"))    # no half-built backbone in the cache
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path), "1"], env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    built = Path(done.stdout.strip().splitlines()[-1])
+    assert (built / "config.json").exists() and (built / "tokenizer.json").exists()
