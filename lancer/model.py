@@ -83,7 +83,9 @@ class LancerConfig:
 
 # %% ../nbs/07_model.ipynb #6ffa7208
 class ItemTexts:
-    "The catalogue's display strings and knowledge texts, tokenised once."
+    """The catalogue's display strings and knowledge texts, tokenised once. A knowledge text and a sequence start the way
+    the tokenizer starts a text (`start_ids`: Gemma's `<bos>`; nothing for GPT-2): a model trained to expect that token
+    reads text without it badly."""
     def __init__(self, items: pd.DataFrame, template: TextTemplate, tokenizer: PreTrainedTokenizerBase,
                  max_item_tokens: int = 32, max_knowledge_tokens: int = 64):
         from datasets import Dataset
@@ -100,12 +102,14 @@ class ItemTexts:
         table = table.map(tokenize, batched=True, desc="tokenising items")
         self.display_ids: list[list[int]] = table["display_ids"]
         self.knowledge_ids, self.knowledge_target_len = [], []
+        self.start_ids: list[int] = tokenizer("")["input_ids"]            # what the tokenizer puts before any text
         for ctx, title in zip(table["context_ids"], table["title_ids"]):
             target = title + [self.eos]
-            self.knowledge_ids.append(ctx[:max(0, max_knowledge_tokens - len(target))] + target)
+            room = max(0, max_knowledge_tokens - len(target) - len(self.start_ids))
+            self.knowledge_ids.append(self.start_ids + ctx[:room] + target)
             self.knowledge_target_len.append(len(target))
         enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.opener_ids = enc(template.opener.rstrip())
+        self.opener_ids = self.start_ids + enc(template.opener.rstrip())
         self.sep_ids = enc(" " + template.separator.strip())
         self.item_token_ids: list[int] | None = None      # set by `add_item_tokens`
 
@@ -434,7 +438,8 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
             ranked += top
             beams += [[model.texts.display[i] for i in r[:num_beams]] for r in top]
             continue
-        prompts = [model.tokenizer.decode(sequence_ids(model.texts, list(h)[-model.config.max_history:])) for h in chunk]
+        recent = [sequence_ids(model.texts, list(h)[-model.config.max_history:]) for h in chunk]
+        prompts = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in recent]  # generate adds the start back
         texts = generate(model.lm, model.tokenizer, prefix, prefix_mask, prompts, num_beams=num_beams,
                          max_new_tokens=model.config.max_item_tokens, stop=model.texts.template.separator.rstrip(),
                          greedy=decoding == "greedy", progress=False, trie=trie,

@@ -181,3 +181,26 @@ def test_checkpoints_reference_their_frozen_pretrained_backbone(fake_packages, t
 def json_load(path):
     import json
     return json.loads(Path(path).read_text())
+
+
+def test_texts_start_the_way_the_tokenizer_starts_them():
+    "A tokenizer that puts <bos> before every text (Gemma's) gets it before knowledge texts and sequences, once."
+    from tokenizers import Tokenizer, processors
+    from transformers import PreTrainedTokenizerFast
+    ds = rule_dataset(n_users=8); ds.name = "ml-100k"
+    template = template_for("ml-100k")
+    plain = train_tokenizer(template.display_strings(ds.items) * 3 + [template.opener], vocab_size=300)
+    backend = Tokenizer.from_str(plain.backend_tokenizer.to_str())          # a copy: `plain` stays as it is
+    backend.add_special_tokens(["<bos>"])
+    bos = backend.token_to_id("<bos>")
+    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", bos)])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<bos>", eos_token=plain.eos_token,
+                                  pad_token=plain.eos_token)
+    texts, plain_texts = ItemTexts(ds.items, template, tok), ItemTexts(ds.items, template, plain)
+    assert texts.start_ids == [bos] and plain_texts.start_ids == []
+    assert all(ids[0] == bos and ids.count(bos) == 1 for ids in texts.knowledge_ids)
+    assert texts.opener_ids[0] == bos and texts.opener_ids[1:] == plain_texts.opener_ids
+    torch.manual_seed(0)
+    model = LancerModel(_llama(tok), _llama(tok), tok, texts, LancerConfig(n_prefix=3, max_history=4, attn_heads=2))
+    ranked, beams = recommend(model, [[0, 1], [3]], k=3, num_beams=2, decoding="constrained", progress=False)
+    assert all(len(r) == 3 for r in ranked) and all(t in texts.display for b in beams for t in b)
