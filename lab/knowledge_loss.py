@@ -8,6 +8,8 @@ backbone was pretrained on these very texts (notebook 04), so it is not zero-sho
 general knowledge is measured against.
 
     python lab/knowledge_loss.py --backbones offline smollm2-135m gemma3-270m --output results/premise/knowledge-loss.json
+    python lab/knowledge_loss.py --backbones smollm2-135m --items 300 --precision fp32   # bf16 parity, with:
+    python lab/knowledge_loss.py --backbones smollm2-135m --items 300 --precision bf16
 
 Runs on CPU, one thread per process by default (OMP_NUM_THREADS), pretrained LMs under bf16 autocast; the time each
 backbone took is written beside its numbers. The pretrained backbones need `pip install 'lancer[pretrained]'`.
@@ -53,22 +55,27 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--backbones", nargs="+", default=["offline", "smollm2-135m", "gemma3-270m"])
     p.add_argument("--output", default="results/premise/knowledge-loss.json")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto: bf16 autocast for the pretrained LMs, fp32 for the offline one")
+    p.add_argument("--items", type=int, default=None, help="only the first N items (a quick check)")
     args = p.parse_args()
     ds, split = prepare_data("ml-100k")
     template = template_for(ds.name)
-    pairs = [template.knowledge_text(item) for item in ds.items.to_dict("records")]
+    pairs = [template.knowledge_text(item) for item in ds.items.to_dict("records")][:args.items]
     out = Path(args.output)
     results = json.loads(out.read_text()) if out.exists() else {}
     for name in args.backbones:
-        if name in results: continue                                    # measured already
+        bf16 = name != "offline" if args.precision == "auto" else args.precision == "bf16"
+        key = name if args.precision == "auto" and args.items is None else f"{name} ({args.precision}, {len(pairs)} items)"
+        if key in results: continue                                     # measured already
         path = offline_backbone_path(ds, template, OfflineBackboneConfig(seed=0), split=split) if name == "offline" else name
         lm, tokenizer = load_backbone(path)
         t0 = time.time()
-        results[name] = title_loss(lm, tokenizer, pairs, bf16=name != "offline") | {
+        results[key] = title_loss(lm, tokenizer, pairs, bf16=bf16) | {
             "parameters": sum(p.numel() for p in lm.parameters()), "seconds": round(time.time() - t0, 1),
-            "threads": torch.get_num_threads(), "bf16": name != "offline", "items": len(pairs)}
+            "threads": torch.get_num_threads(), "bf16": bf16, "items": len(pairs)}
         write_atomic(out, json.dumps(results, indent=2))
-        print(name, results[name], flush=True)
+        print(key, results[key], flush=True)
 
 
 if __name__ == "__main__":
