@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
 
 from .baselines import TrainConfig as BaselineTrainConfig, build_baseline, model_ranks, train_baseline
 from .data import SeqDataset
@@ -114,9 +115,12 @@ def select(model: str, seeds=(0, 1, 2), dataset: str | SeqDataset = "ml-100k", d
     runs = Path(runs_dir) / name / f"cap{max_history}" / model
     pool = only or candidates(model)
     scores = {c: [] for c in pool}
+    bar = tqdm(total=len(pool) * len(seeds), desc=f"selecting {model}", unit="run")   # one tick per candidate and seed
     for seed in seeds:
         for c, config in pool.items():
             scores[c].append(run_candidate(model, c, config, seed, dataset, data_dir, max_history, where, runs)["valid_ndcg@10"])
+            bar.update()
+    bar.close()
     table = {c: {"config": pool[c], "valid": v, "valid_mean": float(np.mean(v)),
                  "valid_std": float(np.std(v, ddof=1)) if len(v) > 1 else None} for c, v in scores.items()}
     record = {"model": model, "dataset": name, "max_history": max_history, "seeds": list(seeds), "rule": RULE,
