@@ -21,7 +21,7 @@ from .data import atomic_directory, default_cache_dir, sha256sum
 
 # %% auto #0
 __all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',
-           'packaged_backbone_path', 'load_backbone', 'as_cache', 'text_position_ids', 'check_length',
+           'packaged_backbone_path', 'load_backbone', 'as_cache', 'text_position_ids', 'max_positions', 'check_length',
            'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'pretrain',
            'build_offline_backbone']
 
@@ -123,9 +123,13 @@ def text_position_ids(text_mask: Tensor) -> Tensor:
     return (text_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 # %% ../nbs/04_backbone.ipynb #bc7db384
+def max_positions(lm: PreTrainedModel) -> int | None:
+    "The size of the model's position table (GPT-2's `n_positions`, Llama's `max_position_embeddings`), if it has one."
+    return getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+
 def check_length(lm: PreTrainedModel, n_tokens: int):
     "Raise a clear error when `n_tokens` text positions do not fit the model's position table."
-    n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    n_pos = max_positions(lm)
     if n_pos is not None and n_tokens > n_pos:
         raise ValueError(f"The text is {n_tokens} tokens long but the backbone has only {n_pos} positions: "
                          f"truncate it (tokenizer `truncation=True, max_length=...`).")

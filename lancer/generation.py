@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache, DynamicLayer
 
-from .backbone import as_cache, text_position_ids
+from .backbone import as_cache, max_positions, text_position_ids
 
 # %% auto #0
 __all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'BeamCacheLayer', 'beam_cache', 'ItemTrie', 'generate']
@@ -97,7 +97,7 @@ def _check_prefix(prefix, prefix_mask, n: int) -> None:
 
 def _check_positions(lm, pos: Tensor, max_new_tokens: int, start: int) -> None:
     "Every prompt's last position + `max_new_tokens` must fit the model's position table."
-    n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)
+    n_pos = max_positions(lm)
     if n_pos is not None and (bad := (pos[:, -1] + 1 + max_new_tokens > n_pos).nonzero().flatten().tolist()):
         raise ValueError(f"prompts {[start + b for b in bad]}: prompt + {max_new_tokens} new tokens need more than the "
                          f"model's {n_pos} positions; shorten the history (fewer items or tokens per item)")

@@ -11,7 +11,7 @@ from torch import nn, Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .backbone import as_cache, check_length, text_position_ids
+from .backbone import as_cache, check_length, max_positions, text_position_ids
 
 # %% auto #0
 __all__ = ['REPR_MODES', 'KnowledgePromptConfig', 'lm_dims', 'split_prefix', 'KnowledgePrompt', 'tokenize_knowledge', 'freeze',
@@ -145,7 +145,7 @@ def item_representations(lm: PreTrainedModel, prompt: KnowledgePrompt|None,
     N, T = input_ids.shape
     if mode == "published":
         pad = lm.config.pad_token_id if lm.config.pad_token_id is not None else lm.config.eos_token_id
-        n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", 512)
+        n_pos = max_positions(lm) or 512
         n_prefix = prompt.n_prefix if prompt is not None else 0
         position = min(n_prefix + 511, n_pos - 1)
         out = lm(input_ids=input_ids.new_full((N, 1), pad), position_ids=input_ids.new_full((N, 1), position),

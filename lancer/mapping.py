@@ -13,6 +13,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .backbone import max_positions
+
 # %% auto #0
 __all__ = ['CORRUPTIONS', 'padded', 'masked_mean', 'word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items',
            'hidden_state_encoder', 'sentence_encoder', 'corrupt', 'mapping_precision']
@@ -153,7 +155,7 @@ def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int =
 def hidden_state_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                          batch_size: int = 256) -> Callable[[list[str]], Tensor]:
     "An `embed_fn`: texts -> `[n, d]` final hidden states of `lm` mean-pooled over each text's tokens."
-    n_pos = getattr(lm.config, "n_positions", None) or getattr(lm.config, "max_position_embeddings", None)  # GPT-2 / Llama
+    n_pos = max_positions(lm)
     @torch.inference_mode()
     def embed(texts: list[str]) -> Tensor:
         out = []

@@ -138,8 +138,8 @@ def results_table(metrics: Mapping[str, Mapping[str, float]]) -> pd.DataFrame:
     return table.astype(float)
 
 
-def plot_results(metrics: Mapping[str, Mapping[str, float]], ax: "plt.Axes | None" = None) -> "plt.Axes":
-    "Grouped bar chart: one group per metric, one bar per model."
+def plot_results(metrics: Mapping[str, Mapping[str, float]], ax=None):
+    "Grouped bar chart on matplotlib axes `ax` (new ones if None): one group per metric, one bar per model."
     import matplotlib.pyplot as plt                     # imported here: `import lancer.metrics` stays light
     table = results_table(metrics)
     if ax is None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, replace
@@ -189,13 +188,10 @@ def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: i
     table = pd.DataFrame([{"user": u, "rank": rank, "item_id": int(i), "raw_id": str(ds.items.raw_id[i]),
                            "display": model.texts.display[i]}
                           for u, items in zip(wanted, ranked) for rank, i in enumerate(items, 1)])
-    if output is not None:                                          # written to a temporary sibling, then renamed
-        output = Path(output); output.parent.mkdir(parents=True, exist_ok=True)
-        tmp = output.with_name(f".{output.stem}.tmp-{os.getpid()}{output.suffix}")
-        if output.suffix == ".parquet": table.to_parquet(tmp, index=False)
-        elif output.suffix == ".csv": table.to_csv(tmp, index=False)
-        else: table.to_json(tmp, orient="records", lines=True)
-        os.replace(tmp, output)
+    if output is not None:                                          # whole or not at all
+        output = Path(output)
+        write_atomic(output, table.to_parquet(index=False) if output.suffix == ".parquet" else
+                     table.to_csv(index=False) if output.suffix == ".csv" else table.to_json(orient="records", lines=True))
     return table
 
 # %% ../nbs/11_pipeline.ipynb #937b973c

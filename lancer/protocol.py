@@ -187,10 +187,10 @@ class TextTemplate:
     def knowledge_text(self, item: Mapping) -> tuple[str, str]:
         "(context, target): 'genres : Comedy year : 1995 title : ', 'Toy Story (1995)'."
         context = ""
-        for field in self.knowledge_fields:
-            value = _clean(_get(item, field), self.max_field_words)
+        for name in self.knowledge_fields:
+            value = _clean(_get(item, name), self.max_field_words)
             if value:
-                context += f"{field} : {value} "
+                context += f"{name} : {value} "
         return context + f"{self.target_field} : ", _clean(_get(item, self.target_field))
 
     def sequence_text(self, history: Sequence[str], target: str | None = None) -> tuple[str, str]:

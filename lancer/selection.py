@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import time
 from dataclasses import asdict, replace
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from .baselines import TrainConfig as BaselineTrainConfig, build_baseline, model_ranks, train_baseline
-from .data import SeqDataset
+from .data import SeqDataset, write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
 from .model import LancerConfig, load_model
 from .pipeline import chosen_config, prepare_data, preset, train_lancer
@@ -68,11 +67,8 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 def write_json(path: Path, obj) -> None:
-    "Write `obj` as JSON to `path` atomically (a temporary sibling renamed into place)."
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    "Write `obj` as JSON to `path`, whole or not at all (`write_atomic`, notebook 00)."
+    write_atomic(path, json.dumps(obj, indent=2))
 
 def _baseline(model: str, config: dict, seed: int) -> tuple[dict, dict]:
     "Model overrides and `BaselineTrainConfig` fields of a baseline candidate with `seed`."
