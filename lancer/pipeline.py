@@ -257,7 +257,7 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
         run = out / "baselines" / name
         metrics |= run_baselines(dataset=dataset, data_dir=data_dir, output_dir=run, seed=seed, models=(name,),
                                  max_history=config.max_history, train=chosen.get("train"), duplicates=duplicates,
-                                 **({name: chosen["model"]} if "model" in chosen else {}))
+                                 **({name: chosen["model"]} if chosen.get("model") else {}))  # pop: nothing to set
         ranks |= json.loads((run / "ranks.json").read_text())
         valid[name] = json.loads((run / "baselines_details.json").read_text())["models"][name]["valid"]["ndcg@10"]
     timing["baselines"] = round(time.time() - t0, 1)

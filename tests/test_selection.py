@@ -71,6 +71,7 @@ def test_main_job_runs_the_selected_configurations(tmp_path):
     write_json(sel / "lancer" / "selection.json", record("lancer", lancer))
     for name in ("sasrec", "gru4rec", "narm"):
         write_json(sel / name / "selection.json", record(name, {"model": {"n_embd": 8}, "train": {"epochs": 1}}))
+    write_json(sel / "pop" / "selection.json", record("pop", {"model": {}, "train": {}}))   # as `lancer select` writes it
     table = main_job(toy(), tmp_path / "out", selection_dir=sel, backbone_config=TINY)
     out = tmp_path / "out"
     summary = json.loads((out / "lancer" / "metrics.json").read_text())
