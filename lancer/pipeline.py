@@ -251,6 +251,7 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
         chosen = chosen_config(records["lancer"])
         config, train_config = LancerConfig(**chosen["model"]), TrainConfig(**chosen["train"] | {"seed": seed})
     t0 = time.time()
+    if isinstance(dataset, str): dataset = load_dataset(dataset, data_dir, duplicates=duplicates)   # read once, for all
     metrics, ranks, valid, timing = {}, {}, {}, {}
     for name in BASELINES if baselines else ():
         chosen = {} if records[name] is None else chosen_config(records[name])
