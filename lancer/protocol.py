@@ -135,9 +135,7 @@ def seen_items(split: Split, which: str = "test") -> list[np.ndarray]:
     "Per user, the sorted unique items interacted with before the `which` ('valid' or 'test') target."
     if which not in ("valid", "test"):
         raise ValueError(f"which must be 'valid' or 'test', got {which!r}")
-    if which == "valid" or split.protocol == "published":  # published: valid is test, train = all before test
-        return [np.unique(part) for part in split.train]
-    return [np.unique(np.append(part, ex.target)) for part, ex in zip(split.train, split.valid)]
+    return [ex.seen for ex in getattr(split, which)]                   # each example carries its own (leave_one_out)
 
 # %% ../nbs/01_protocol.ipynb #802d1750
 def _clean(value, max_words: int | None = None) -> str:
