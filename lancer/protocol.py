@@ -10,10 +10,13 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+import torch
+from torch import Tensor
+from torch.nn.utils.rnn import pad_sequence
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'TEMPLATES', 'Example', 'LockedTestError', 'LockedExamples', 'Split', 'leave_one_out',
-           'training_examples', 'seen_items', 'TextTemplate', 'template_for']
+           'training_examples', 'pad_rows', 'seen_items', 'TextTemplate', 'template_for']
 
 # %% ../nbs/01_protocol.ipynb #45d02a57
 PROTOCOLS = ("default", "published")
@@ -130,6 +133,16 @@ def training_examples(split: Split, all_positions: bool = True) -> list[Example]
             examples.append(Example(u, _window(part, t, split.max_history), int(part[t])))
     return examples
 
+# %% ../nbs/01_protocol.ipynb #86eef7db
+def pad_rows(rows: Sequence, value: int, side: str = "right", min_length: int = 0) -> Tensor:
+    "Integer rows of different lengths as one `LongTensor [len(rows), max(longest, min_length)]`, padded with `value`."
+    width = max([len(r) for r in rows] + [min_length])
+    if len(rows) == 0 or width == 0: return torch.full((len(rows), width), value, dtype=torch.long)
+    out = pad_sequence([torch.as_tensor(r, dtype=torch.long) for r in rows], batch_first=True, padding_value=value,
+                       padding_side=side)                                   # [B, longest]
+    fill = torch.full((len(rows), width - out.shape[1]), value, dtype=torch.long)
+    return torch.cat([fill, out] if side == "left" else [out, fill], 1)
+
 # %% ../nbs/01_protocol.ipynb #0a994ebe
 def seen_items(split: Split, which: str = "test") -> list[np.ndarray]:
     "Per user, the sorted unique items interacted with before the `which` ('valid' or 'test') target."
@@ -213,7 +226,7 @@ TEMPLATES: dict[str, TextTemplate] = {
 
 def template_for(name: str) -> TextTemplate:
     """The text template of dataset `name` (override fields with `dataclasses.replace`). A dataset derived from another,
-    named `<name>@<part>` (e.g. half of its catalogue, notebook 14), is written with its source's template."""
+    named `<name>@<part>` (e.g. half of its catalogue, the lab's ablation notebook), is written with its source's template."""
     try:
         return TEMPLATES[name.split("@")[0]]
     except KeyError:

@@ -1,13 +1,14 @@
-"""Tests for lancer.bench: the naive path computes what lancer computes, and a tiny run writes a complete report."""
+"""Tests for lancer.lab.bench: the naive path computes what lancer computes, and a tiny run writes a complete report."""
 import json
 
 import pytest
 import torch
 
-from lancer.ablation import ABLATIONS, slug
-from lancer.bench import (QUALITY_RUNS, BenchConfig, bench_model, bench_table, naive_loss, naive_recommend, run_bench,
+from lancer.lab.ablation import ABLATIONS, slug
+from lancer.lab.bench import (QUALITY_RUNS, BenchConfig, bench_model, bench_table, naive_loss, naive_recommend, run_bench,
                           training_quality)
-from lancer.model import recommend, sequence_batch
+from lancer.model import sequence_batch
+from lancer.recommend import recommend
 from lancer.protocol import leave_one_out, training_examples
 from lancer.training import rule_dataset
 

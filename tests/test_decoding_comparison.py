@@ -1,4 +1,4 @@
-"""Tests for the end-to-end decoding comparison (notebook 14): every decoding of a text model gives a full top-10, the free
+"""Tests for the end-to-end decoding comparison (lab notebook 01_ablation): every decoding of a text model gives a full top-10, the free
 beams mapped by the published mapper rank exactly as `recommend` does, constrained beams are distinct items, greedy is one
 item plus similarity, and `run_decoding_comparison` writes, reads and checks a reused checkpoint's configuration."""
 import os
@@ -10,11 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
-from lancer.ablation import (DECODING_ROW, compare_decodings, decoding_table, load_decoding_comparison, row_configs,
+from lancer.lab.ablation import (DECODING_ROW, compare_decodings, decoding_table, load_decoding_comparison, row_configs,
                              run_decoding_comparison, text_mappers)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.metrics import evaluate
-from lancer.model import LancerConfig, recommend, save_model
+from lancer.model import LancerConfig, save_model
+from lancer.recommend import recommend
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out
 from lancer.training import rule_dataset

@@ -221,7 +221,8 @@ def test_output_folder_that_is_a_file(tmp_path, capsys):
 
 @pytest.mark.parametrize("command", ["ablation", "history-lengths", "decoding", "template-robustness"])
 def test_unknown_dataset_for_every_command(command, capsys):
-    assert main([command, "--dataset", "nope"]) == 2
+    from lancer.lab.cli import main as lab_main
+    assert lab_main([command, "--dataset", "nope"]) == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
 
 
@@ -357,7 +358,8 @@ def test_every_command_line_option_has_help():
                 for name, sub in action.choices.items(): walk(sub, f"{command} {name}")
             elif not action.help:
                 missing.append(f"{command} {'/'.join(action.option_strings) or action.dest}")
-    walk(build_parser(), "lancer")
+    from lancer.lab.cli import build_parser as build_lab_parser
+    walk(build_parser(), "lancer"); walk(build_lab_parser(), "lancer-lab")
     assert not missing, missing
 
 

@@ -1,4 +1,4 @@
-"""Tests for item tokens (notebook 07) and the ablation runner (notebook 14): an item-token LANCER learns a deterministic
+"""Tests for item tokens (notebook 07) and the ablation runner (lab notebook 01_ablation): an item-token LANCER learns a deterministic
 rule with every position trained at once, its checkpoints round-trip, the causal slot mask hides later items, and
 `run_ablation` writes and reads its result files."""
 import os
@@ -11,15 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 
-from lancer.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, cross_dataset_table, history_length_table,
+from lancer.lab.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, cross_dataset_table, history_length_table,
                              model_size_table, row_configs, slug, load_ablation, run_ablation, run_cross_dataset,
                              run_history_lengths, run_model_sizes, run_template_robustness, split_catalogue,
                              template_robustness_table)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
-from lancer.mapping import sentence_encoder
-from lancer.model import LancerConfig, load_model, reduced_vectors, prefixed_hidden, recommend, save_model, sequence_batch
+from lancer.backbone import sentence_encoder
+from lancer.model import LancerConfig, load_model, reduced_vectors, prefixed_hidden, save_model, sequence_batch
+from lancer.recommend import recommend
 from lancer.pipeline import build_model, offline_backbone_path, prepare_data, train_lancer
 from lancer.protocol import leave_one_out, template_for
 from lancer.training import TrainConfig, rule_dataset, select_examples, train

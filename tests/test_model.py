@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from lancer.backbone import OfflineBackboneConfig
-from lancer.model import (ItemTexts, LancerConfig, display_mapper, history_tensor, knowledge_batch, recommend,
-                          sequence_batch)
+from lancer.model import ItemTexts, LancerConfig, history_tensor, knowledge_batch, sequence_batch
+from lancer.recommend import display_mapper, recommend
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out, training_examples
 from lancer.training import rule_dataset

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConf
 
 from lancer.backbone import BackboneError, PackagedBackbone, load_backbone, packaged_backbone_path, train_tokenizer
 from lancer.mapping import EmbeddingMapper, hidden_state_encoder
-from lancer.model import DECODINGS, ItemTexts, LancerConfig, LancerModel, recommend
+from lancer.model import ItemTexts, LancerConfig, LancerModel
+from lancer.recommend import DECODINGS, recommend
 from lancer.protocol import leave_one_out, template_for
 from lancer.training import TrainConfig, rule_dataset, train
 
