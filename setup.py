@@ -34,7 +34,7 @@ setuptools.setup(
     python_requires=">=" + cfg["min_python"],
     packages=setuptools.find_packages(include=["lancer", "lancer.*"]),
     include_package_data=True,
-    package_data={"lancer": ["py.typed"]},
+    package_data={"lancer": ["py.typed", "examples/*/*.csv"]},
     install_requires=cfg.get("requirements", "").split(),
     extras_require={
         "dev": cfg.get("dev_requirements", "").split(),

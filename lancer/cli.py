@@ -46,6 +46,24 @@ def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--duplicates", choices=("drop", "keep", "error"), default="drop",
                    help="rows repeating an earlier (user, item, time) exactly: drop them, counted in a warning (default), "
                         "keep them, or refuse the file")
+    own = p.add_argument_group("your own data (instead of --dataset): two files, CSV, TSV, Parquet or JSON lines")
+    own.add_argument("--interactions", default=None, help="interactions file: one row per user, item and time")
+    own.add_argument("--items", default=None, help="items file: one row per item, its id and text columns")
+    own.add_argument("--user-column", default="user_id", help="the interactions' user column (default: user_id)")
+    own.add_argument("--item-column", default="item_id", help="the item id column of both files (default: item_id)")
+    own.add_argument("--time-column", default="timestamp",
+                     help="the interactions' time column: integers or dates (default: timestamp)")
+    own.add_argument("--text-columns", nargs="+", default=None,
+                     help="item columns forming the text, the item's name last (default: every other items column)")
+
+def _dataset(args):
+    "`--dataset`'s name, or the data set of `--interactions` and `--items` read once."
+    if (args.interactions is None) != (args.items is None):
+        raise ValueError("--interactions and --items go together: give both files, or neither")
+    if args.interactions is None: return args.dataset
+    from lancer.data import load_files
+    return load_files(args.interactions, args.items, args.user_column, args.item_column, args.time_column,
+                      args.text_columns, duplicates=args.duplicates)
 
 def _add_training(p: argparse.ArgumentParser):
     g = p.add_argument_group("training")
@@ -208,16 +226,17 @@ def _print_metrics(metrics: dict):
 
 def run(args) -> int:
     "Execute one parsed command."
-    if getattr(args, "dataset", None) is not None and args.dataset not in DATASETS and getattr(args, "data_dir", None) is None:
+    if (getattr(args, "dataset", None) is not None and args.dataset not in DATASETS and getattr(args, "data_dir", None) is None
+            and getattr(args, "interactions", None) is None):
         raise KeyError(f"unknown dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
     if getattr(args, "output_dir", None) is not None: _check_writable(args.output_dir)
     if args.command == "data":
         from lancer.data import data_command
-        print(data_command(args.dataset, args.data_dir, args.min_interactions, duplicates=args.duplicates))
+        print(data_command(_dataset(args), args.data_dir, args.min_interactions, duplicates=args.duplicates))
     elif args.command == "baselines":
         from lancer.baselines import run_baselines
         from lancer.metrics import results_table
-        metrics = run_baselines(dataset=args.dataset, data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
+        metrics = run_baselines(dataset=_dataset(args), data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
                                 max_history=args.max_history, models=args.models,
                                 train={"stride": args.stride, "every_position": args.every_position},
                                 exclude_seen=not args.include_seen, duplicates=args.duplicates, show_progress=not args.quiet)
@@ -225,7 +244,7 @@ def run(args) -> int:
     elif args.command == "train":
         from lancer.pipeline import train_lancer
         config, train_config, backbone_config = _configs(args)
-        summary = train_lancer(args.dataset, args.output_dir, args.backbone, args.data_dir, config, train_config,
+        summary = train_lancer(_dataset(args), args.output_dir, args.backbone, args.data_dir, config, train_config,
                                backbone_config, args.device, args.resume, args.protocol, args.min_interactions,
                                force=args.force_resume, command="lancer " + " ".join(sys.argv[1:]),
                                duplicates=args.duplicates)
@@ -253,15 +272,18 @@ def run(args) -> int:
             print(f"  {r:2d}. {x['display']}   <- generated: {x['generated']!r}")
     elif args.command == "main":
         from lancer.pipeline import main_job
-        selection_dir = args.selection_dir or f"results/selection/{args.dataset}/cap10"
-        table = main_job(args.dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
+        dataset = _dataset(args)
+        name = dataset if isinstance(dataset, str) else dataset.name
+        selection_dir = args.selection_dir or f"results/selection/{name}/cap10"
+        table = main_job(dataset, args.output_dir, args.data_dir, args.seed, selection_dir, args.preset,
                          baselines=not args.no_baselines, duplicates=args.duplicates)
         print(table.to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "select":
-        from lancer.selection import comparison, select, evaluate_chosen
+        from lancer.selection import comparison, comparison_summary, select, evaluate_chosen
+        if args.interactions is not None: raise ValueError("lancer select runs on a named data set (--dataset)")
         where = dict(dataset=args.dataset, data_dir=args.data_dir, max_history=args.max_history,
                      results_dir=args.results_dir)
-        if args.table: print(comparison(args.dataset, args.max_history, args.results_dir).to_string(float_format="{:.4f}".format))
+        if args.table: print(comparison_summary(comparison(args.dataset, args.max_history, args.results_dir)).to_string())
         elif args.test: _print_metrics(evaluate_chosen(args.model, runs_dir=args.runs_dir, **where)["seeds"]["0"]["metrics"])
         else:
             record = select(args.model, args.seeds, runs_dir=args.runs_dir, **where)

@@ -21,7 +21,7 @@ import zipfile
 import zlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -30,13 +30,14 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['DUPLICATES', 'ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'GROUPLENS',
-           'UCSD_GOODREADS', 'URLS', 'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256', 'RECBOLE_ML100K_SHA256', 'DATASETS',
-           'DataFormatError', 'SeqDataset', 'build_sequences', 'read_lines', 'load_ml100k', 'load_recbole_atomic',
-           'load_ml1m', 'load_mind', 'parse_goodreads_time', 'read_json_lines', 'load_goodreads', 'DownloadError',
-           'default_cache_dir', 'sha256sum', 'verify_checksum', 'download', 'fetch_recbole_ml100k', 'load_dataset',
-           'filter_min_interactions', 'dataset_stats', 'stats_table', 'data_command', 'dataset_fingerprint',
-           'write_atomic', 'atomic_directory', 'complete_directory']
+__all__ = ['DUPLICATES', 'ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FORMAT', 'GOODREADS_FILES', 'FILE_FORMATS',
+           'EXAMPLE_CATALOGUE', 'GROUPLENS', 'UCSD_GOODREADS', 'URLS', 'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256',
+           'RECBOLE_ML100K_SHA256', 'DATASETS', 'DataFormatError', 'SeqDataset', 'build_sequences', 'read_lines',
+           'load_ml100k', 'load_recbole_atomic', 'load_ml1m', 'load_mind', 'parse_goodreads_time', 'read_json_lines',
+           'load_goodreads', 'read_table', 'load_files', 'DownloadError', 'default_cache_dir', 'sha256sum',
+           'verify_checksum', 'download', 'fetch_recbole_ml100k', 'load_dataset', 'filter_min_interactions',
+           'dataset_stats', 'stats_table', 'data_command', 'dataset_fingerprint', 'write_atomic', 'atomic_directory',
+           'complete_directory']
 
 # %% ../nbs/00_data.ipynb #272e48d0
 class DataFormatError(ValueError):
@@ -51,6 +52,8 @@ class SeqDataset:
     users: list[str]                     # raw user ids; position = user index
     sequences: list[np.ndarray]          # per user, int64 item ids in chronological order
     timestamps: list[np.ndarray] | None = None  # per user, int64 unix seconds, same length as the sequence
+    text_columns: tuple[str, ...] | None = None  # your own files: the item columns that form its text (`load_files`)
+    source: dict | None = None           # your own files: how to read them again (`load_files(**source)`)
 
     def __post_init__(self):
         if len(self.users) != len(self.sequences):
@@ -415,6 +418,72 @@ def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_on
         users.append(str(r["user_id"])); its.append(str(r["book_id"])); times.append(t); lines.append(no)
     return build_sequences(name, items, users, its, times, lines, ip, duplicates)
 
+# %% ../nbs/00_data.ipynb #9ab8a6e0
+FILE_FORMATS = {".csv": ("csv", {}), ".tsv": ("csv", {"delimiter": "\t"}), ".parquet": ("parquet", {}),
+                ".jsonl": ("json", {}), ".json": ("json", {})}
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    "A CSV, TSV, Parquet or JSON-lines file as a DataFrame, read by Hugging Face `datasets` (columns as in the file)."
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"{path}: file not found")
+    if (fmt := FILE_FORMATS.get(path.suffix.lower())) is None:
+        raise DataFormatError(f"{path}: unknown format; use one of {', '.join(FILE_FORMATS)}")
+    import datasets
+    try: table = datasets.load_dataset(fmt[0], data_files=str(path.resolve()), split="train", **fmt[1])
+    except Exception as e: raise DataFormatError(f"{path}: cannot be read as {fmt[0]}: {e}") from None
+    return table.to_pandas()
+
+def _row_name(path: Path, k: int) -> str:
+    "Where row `k` (from 0) of a table sits in its file: a line (after the header of a CSV/TSV), or a Parquet row."
+    if path.suffix.lower() == ".parquet": return f"row {k + 1}"
+    return f"line {k + 2 if path.suffix.lower() in ('.csv', '.tsv') else k + 1}"
+
+def _text_column(df: pd.DataFrame, column: str, path: Path, required: bool = True) -> list[str]:
+    "A column as strings (integral floats without '.0'); an error naming the file and line of the first missing value."
+    if column not in df.columns:
+        raise DataFormatError(f"{path}: no column {column!r} (its columns: {', '.join(map(str, df.columns))})")
+    col = df[column]
+    if pd.api.types.is_float_dtype(col) and col.dropna().map(float.is_integer).all(): col = col.astype("Int64")
+    missing = col.isna() | (col.astype(str).str.strip() == "")
+    if required and missing.any():
+        raise DataFormatError(f"{path}, {_row_name(path, int(missing.to_numpy().argmax()))}: no {column}")
+    return ["" if m else str(v).strip() for v, m in zip(col, missing)]
+
+def _times(values: list[str], path: Path, column: str) -> list[int]:
+    "Integer times as they are; dates (ISO or any format pandas reads) as unix seconds; an error at the first other value."
+    try: return [int(v) for v in values]
+    except ValueError: pass
+    dates = pd.to_datetime(pd.Series(values), errors="coerce", utc=True, format="mixed")
+    if dates.isna().any():
+        k = int(dates.isna().to_numpy().argmax())
+        raise DataFormatError(f"{path}, {_row_name(path, k)}: {column} {values[k]!r} is neither an integer nor a date")
+    return [int(d.timestamp()) for d in dates]
+
+# %% ../nbs/00_data.ipynb #0a3a40df
+def load_files(interactions: str | Path, items: str | Path, user: str = "user_id", item: str = "item_id",
+               time: str = "timestamp", text: Sequence[str] | None = None, name: str | None = None,
+               duplicates: str = "drop") -> SeqDataset:
+    """Your own data set from an interactions file (`user`, `item`, `time` columns) and an items file (`item` and the
+    `text` columns, default: all its other columns). `name` defaults to the items file's folder name."""
+    inter_path, items_path = Path(interactions), Path(items)
+    inter, catalogue = read_table(inter_path), read_table(items_path)
+    text = list(text) if text else [c for c in catalogue.columns if c != item]
+    if not text: raise DataFormatError(f"{items_path}: no text columns besides {item!r}")
+    rows = {"raw_id": _text_column(catalogue, item, items_path)}
+    rows |= {c: _text_column(catalogue, c, items_path, required=False) for c in text}
+    items_frame = _items_frame([dict(zip(rows, r)) for r in zip(*rows.values())], items_path)
+    users = _text_column(inter, user, inter_path)
+    item_raw = _text_column(inter, item, inter_path)
+    times = _times(_text_column(inter, time, inter_path), inter_path, time)
+    lines = [k + 2 if inter_path.suffix.lower() in (".csv", ".tsv") else k + 1 for k in range(len(inter))]
+    ds = build_sequences(name or items_path.resolve().parent.name, items_frame, users, item_raw, times, lines,
+                         inter_path, duplicates)
+    source = dict(interactions=str(inter_path.resolve()), items=str(items_path.resolve()), user=user, item=item,
+                  time=time, text=list(text), name=ds.name, duplicates=duplicates)
+    return replace(ds, text_columns=tuple(text), source=source)
+
+EXAMPLE_CATALOGUE = Path(__file__).parent / "examples" / "recipes" if "__file__" in globals() else Path("../lancer/examples/recipes")
+
 # %% ../nbs/00_data.ipynb #8af35e18
 class DownloadError(OSError):
     "A data set could not be fetched; the message says from where and how to supply it by hand."
@@ -571,7 +640,7 @@ def filter_min_interactions(ds: SeqDataset, min_interactions: int = 5,
                   dropped_users=[u for k, u in enumerate(ds.users) if k not in kept],
                   dropped_interactions=ds.n_interactions - int(sum(len(s) for s in seqs)),
                   dropped_items=dropped_items)
-    return SeqDataset(ds.name, items, [ds.users[k] for k in keep], seqs, ts), report
+    return replace(ds, items=items, users=[ds.users[k] for k in keep], sequences=seqs, timestamps=ts), report
 
 def dataset_stats(ds: SeqDataset) -> dict:
     "n_users, n_items, n_interactions, seq_len_mean, seq_len_median, sparsity."
@@ -587,10 +656,10 @@ def stats_table(before: SeqDataset | dict, after: SeqDataset | dict) -> pd.DataF
     s = lambda x: dataset_stats(x) if isinstance(x, SeqDataset) else x
     return pd.DataFrame({"before": s(before), "after": s(after)})
 
-def data_command(dataset: str, data_dir: str | None = None, min_interactions: int = 5,
+def data_command(dataset: str | SeqDataset, data_dir: str | None = None, min_interactions: int = 5,
                  cache_dir: str | None = None, duplicates: str = "drop") -> str:
-    "Text for `lancer data`: statistics before/after filtering and what the filter dropped."
-    ds = load_dataset(dataset, data_dir, cache_dir, duplicates=duplicates)
+    "Text for `lancer data` (`dataset`: a name, or one already loaded): statistics before/after filtering, what was dropped."
+    ds = dataset if isinstance(dataset, SeqDataset) else load_dataset(dataset, data_dir, cache_dir, duplicates=duplicates)
     filt, rep = filter_min_interactions(ds, min_interactions)
     t = stats_table(ds, filt)
     fmt = lambda v: f"{v:,.4f}" if isinstance(v, float) and not float(v).is_integer() else f"{int(v):,}"

@@ -20,12 +20,12 @@ from accelerate import Accelerator
 from .backbone import (PACKAGED_BACKBONES, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone,
                              packaged_backbone_path)
 from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint, default_cache_dir,
-                         filter_min_interactions, load_dataset, write_atomic)
+                         filter_min_interactions, load_dataset, load_files, write_atomic)
 from .metrics import compare_models, ndcg_at_k, results_table
 from .model import (ItemTexts, LancerConfig, LancerModel, load_knowledge_prompt, load_model,
                           write_pretrained_extras)
 from .recommend import display_mapper, recommend
-from .protocol import Split, TextTemplate, leave_one_out, template_for
+from .protocol import Split, TextTemplate, dataset_template, leave_one_out
 from .training import TrainConfig, evaluate_examples, logger, peak_memory_mb, run_lock, train
 
 # %% auto #0
@@ -63,7 +63,7 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
     initialised from `seed` (the same whether the offline backbone was just built or came from the cache); the offline
     backbone is pretrained with `seed` too."""
     config = config or LancerConfig()
-    template = template or template_for(ds.name)
+    template = template or dataset_template(ds)
     path = offline_backbone_path(ds, template, replace(backbone_config or OfflineBackboneConfig(), seed=seed), cache_dir,
                                  split) if backbone == "offline" else backbone
     lm, tokenizer = load_backbone(path)
@@ -95,7 +95,8 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
         extra = {"dataset": ds.name, "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),
                  "min_interactions": min_interactions, "protocol": protocol, "duplicates": duplicates, "backbone": backbone,
                  "data_fingerprint": dataset_fingerprint(ds), "n_items": ds.n_items, "n_users": ds.n_users,
-                 "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from)}
+                 "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from),
+                 "source": ds.source}                                         # your own files: how to read them again
         if resume: _check_same_data(Path(output_dir) / "last", extra)
         model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
         if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
@@ -130,7 +131,8 @@ def _checkpoint_data(checkpoint: str | Path) -> tuple[SeqDataset, Split, dict]:
     if not isinstance(meta, dict) or not isinstance(meta.get("config"), dict):
         raise ValueError(f"{meta_path} has no model configuration: not a lancer checkpoint, or a damaged one")
     extra = meta.get("extra", {})
-    ds, split = prepare_data(extra.get("dataset", "ml-100k"), extra.get("data_dir"), extra.get("min_interactions", 5),
+    dataset = load_files(**extra["source"]) if extra.get("source") else extra.get("dataset", "ml-100k")
+    ds, split = prepare_data(dataset, extra.get("data_dir"), extra.get("min_interactions", 5),
                              meta["config"]["max_history"], extra.get("protocol", "default"), extra.get("duplicates", "drop"))
     if "data_fingerprint" in extra:
         _check_same_data(Path(checkpoint), {"dataset": ds.name, "n_items": ds.n_items, "data_fingerprint": dataset_fingerprint(ds)})

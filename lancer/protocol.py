@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 # %% auto #0
 __all__ = ['PROTOCOLS', 'TEMPLATES', 'Example', 'LockedTestError', 'LockedExamples', 'Split', 'leave_one_out',
-           'training_examples', 'pad_rows', 'seen_items', 'TextTemplate', 'template_for']
+           'training_examples', 'pad_rows', 'seen_items', 'TextTemplate', 'template_for', 'dataset_template']
 
 # %% ../nbs/01_protocol.ipynb #45d02a57
 PROTOCOLS = ("default", "published")
@@ -232,3 +232,12 @@ def template_for(name: str) -> TextTemplate:
     except KeyError:
         raise KeyError(f"no text template for dataset {name!r}; known: {sorted(TEMPLATES)} "
                        "(add one to lancer.protocol.TEMPLATES or pass a TextTemplate)") from None
+
+# %% ../nbs/01_protocol.ipynb #d7b44f42
+def dataset_template(ds) -> TextTemplate:
+    "The text template of a data set: from its own text columns (`load_files`), else the template of its name."
+    if getattr(ds, "text_columns", None):
+        cols = ds.text_columns
+        return TextTemplate("A user's sequence of items : ", display=" : ".join("{" + c + "}" for c in cols),
+                            knowledge_fields=tuple(cols[:-1]), target_field=cols[-1])
+    return template_for(ds.name)

@@ -23,6 +23,7 @@ from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import build_parser, main
 from lancer.model import LancerConfig, save_model
 from lancer.pipeline import build_model, offline_backbone_path, train_lancer
+from lancer.protocol import template_for
 from lancer.training import RunLockedError, TrainConfig, rule_dataset, run_lock
 
 HERE = Path(__file__).parent
@@ -116,10 +117,10 @@ def test_interrupted_backbone_build_leaves_no_cache(tmp_path, monkeypatch):
         raise KeyboardInterrupt                                           # ... and the build is killed
     monkeypatch.setattr(pipeline, "build_offline_backbone", dies)
     with pytest.raises(KeyboardInterrupt):
-        offline_backbone_path(ds, pipeline.template_for("ml-100k"), TINY, tmp_path)
+        offline_backbone_path(ds, template_for("ml-100k"), TINY, tmp_path)
     assert not list((tmp_path / "backbones").glob("ml-100k-*/config.json"))   # not taken for a built backbone
     monkeypatch.undo()
-    path = offline_backbone_path(ds, pipeline.template_for("ml-100k"), TINY, tmp_path)
+    path = offline_backbone_path(ds, template_for("ml-100k"), TINY, tmp_path)
     assert (path / "config.json").exists() and (path / "tokenizer.json").exists()
 
 
@@ -408,7 +409,8 @@ def test_stopped_at_any_step_resumes_bit_for_bit(inits, tmp_path, preset):
 def test_backbone_build_killed_midway_leaves_no_cache(tmp_path):
     "A real build process killed while it pretrains leaves nothing that a later run would take for a built backbone."
     script = ("import sys, torch\nfrom lancer.backbone import OfflineBackboneConfig\n"
-              "from lancer.pipeline import offline_backbone_path, template_for\nfrom lancer.training import rule_dataset\n"
+              "from lancer.pipeline import offline_backbone_path\nfrom lancer.protocol import template_for\n"
+              "from lancer.training import rule_dataset\n"
               "torch.set_num_threads(1); ds = rule_dataset(n_users=16); ds.name = 'ml-100k'\n"
               "cfg = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=int(sys.argv[2]), batch_size=4)\n"
               "print(offline_backbone_path(ds, template_for('ml-100k'), cfg, sys.argv[1]), flush=True)\n")
