@@ -8,14 +8,15 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn, Tensor
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .backbone import as_cache, check_length, max_positions, text_position_ids
+from .protocol import pad_rows
 
 # %% auto #0
-__all__ = ['REPR_MODES', 'KnowledgePromptConfig', 'lm_dims', 'split_prefix', 'KnowledgePrompt', 'tokenize_knowledge', 'freeze',
-           'prefixed_forward', 'knowledge_loss', 'pool_hidden', 'item_representations', 'encode_items']
+__all__ = ['REPR_MODES', 'KnowledgePromptConfig', 'lm_dims', 'split_prefix', 'KnowledgePrompt', 'knowledge_tokens',
+           'knowledge_batch', 'freeze', 'prefixed_hidden', 'label_loss', 'knowledge_loss', 'pool_hidden',
+           'item_representations', 'encode_items']
 
 # %% ../nbs/05_knowledge.ipynb #ef0b222c
 @dataclass
@@ -66,35 +67,26 @@ class KnowledgePrompt(nn.Module):
         return split_prefix(kv, self.n_layer, self.n_head, self.head_dim)
 
 # %% ../nbs/05_knowledge.ipynb #71109f7e
-def tokenize_knowledge(tokenizer: PreTrainedTokenizerBase,
-                       pairs: list[tuple[str, str]],  # (context, target) per item
-                       max_length: int = 128,         # tokens per text, context + target
-                       max_target_tokens: int = 32,
-                      ) -> dict[str, Tensor]:
-    "`input_ids`, `attention_mask`, `labels` (-100 outside the target), `target_mask`; right padding to the longest."
-    if not pairs: raise ValueError("tokenize_knowledge got no texts.")
-    contexts, targets = [], []
-    for context, target in pairs:
-        stripped = context.rstrip()
-        contexts.append(stripped); targets.append(context[len(stripped):] + target)
-    ctx_ids = tokenizer(contexts, add_special_tokens=False)["input_ids"]
-    tgt_ids = tokenizer(targets, add_special_tokens=False)["input_ids"]
-    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
-    rows = []
-    for c, t in zip(ctx_ids, tgt_ids):
-        t = t[:max_target_tokens - 1] + [eos]
-        c = c[max(0, len(c) - (max_length - len(t))):]
-        rows.append((c, t))
-    T = max(len(c) + len(t) for c, t in rows)
-    input_ids = torch.full((len(rows), T), pad, dtype=torch.long)
-    labels = torch.full((len(rows), T), -100, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), T), dtype=torch.long)
-    for i, (c, t) in enumerate(rows):
-        n = len(c) + len(t)
-        input_ids[i, :n] = torch.tensor(c + t)
-        labels[i, len(c):n] = torch.tensor(t)
-        attention_mask[i, :n] = 1
-    return dict(input_ids=input_ids, attention_mask=attention_mask, labels=labels, target_mask=labels != -100)
+def knowledge_tokens(tokenizer: PreTrainedTokenizerBase,
+                     pairs: list[tuple[str, str]],  # (context, target) per item
+                     max_tokens: int = 64,          # tokens per text: start + context + target + eos
+                    ) -> tuple[list[list[int]], list[int]]:
+    "Token ids of each knowledge text, and each text's target length (target + eos: the tokens the loss covers)."
+    if not pairs: raise ValueError("knowledge_tokens got no texts")
+    enc = lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    start = tokenizer("")["input_ids"]                                     # what the tokenizer puts before any text
+    rows, target_lens = [], []
+    for ctx, title in zip(enc(c.rstrip() for c, _ in pairs), enc(" " + t for _, t in pairs)):
+        target = title[:max_tokens - 2] + [tokenizer.eos_token_id]
+        room = max(0, max_tokens - len(target) - len(start))
+        rows.append(start + ctx[:room] + target); target_lens.append(len(target))
+    return rows, target_lens
+
+def knowledge_batch(rows: list[list[int]], target_lens: list[int], pad_id: int) -> dict[str, Tensor]:
+    "`input_ids`, `attention_mask` and `labels` (the target + eos only, -100 elsewhere), each `[U, T]`, right-padded."
+    labels = [[-100] * (len(r) - n) + r[-n:] for r, n in zip(rows, target_lens)]
+    return {"input_ids": pad_rows(rows, pad_id), "attention_mask": pad_rows([[1] * len(r) for r in rows], 0),
+            "labels": pad_rows(labels, -100)}
 
 # %% ../nbs/05_knowledge.ipynb #a5c48563
 def freeze(module: nn.Module) -> nn.Module:
@@ -102,23 +94,28 @@ def freeze(module: nn.Module) -> nn.Module:
     for p in module.parameters(): p.requires_grad_(False)
     return module
 
-def prefixed_forward(lm: PreTrainedModel, prompt: KnowledgePrompt|None, input_ids: Tensor, attention_mask: Tensor,
-                     **kwargs):
-    "Run `lm` on the text with the knowledge prefix in front (mask gets P ones, positions start at 0 on the text)."
+def prefixed_hidden(lm: PreTrainedModel, prefix: list[tuple[Tensor, Tensor]] | None, prefix_mask: Tensor | None,
+                    input_ids: Tensor, attention_mask: Tensor, attention: Tensor | None = None) -> Tensor:
+    """Final hidden states `[B, T, d]` of `lm`'s body on the text behind a key/value prefix (mask `[B, P]`; None: no
+    prefix). Text positions start at 0; `attention` replaces the mask `[prefix_mask, attention_mask]` (notebook 07)."""
     check_length(lm, input_ids.shape[1])
-    if prompt is None: return lm(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
-    B = input_ids.shape[0]
-    full_mask = torch.cat([attention_mask.new_ones(B, prompt.n_prefix), attention_mask], dim=1)   # [B, P+T]
-    return lm(input_ids=input_ids, attention_mask=full_mask, cache=as_cache(prompt(B)),
-              position_ids=text_position_ids(attention_mask), use_cache=False, **kwargs)
+    full_mask = attention if attention is not None else attention_mask if prefix is None else \
+        torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], 1)                 # [B, P+T]
+    return lm.base_model(input_ids=input_ids, attention_mask=full_mask, position_ids=text_position_ids(attention_mask),
+                         cache=None if prefix is None else as_cache(prefix), use_cache=False).last_hidden_state
 
-def knowledge_loss(lm: PreTrainedModel, prompt: KnowledgePrompt,
-                   input_ids: Tensor,       # [B, T] right-padded knowledge texts
-                   attention_mask: Tensor,  # [B, T] text mask, *without* prefix columns (added here)
-                   labels: Tensor,          # [B, T] target tokens, -100 elsewhere
-                  ) -> Tensor:
-    "LM loss of the knowledge-prompted `lm` on the target span of each knowledge text."
-    return prefixed_forward(lm, prompt, input_ids, attention_mask, labels=labels).loss
+def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
+    "Mean next-token cross-entropy over the positions whose label is not -100, with logits computed only there."
+    targets = labels[:, 1:]                                                               # [B, T-1]
+    keep = targets != -100
+    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])                             # [n, V]
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+def knowledge_loss(lm: PreTrainedModel, prompt: KnowledgePrompt, batch: dict[str, Tensor]) -> Tensor:
+    "LM loss of the knowledge-prompted `lm` on the target span of each text of `batch` (`knowledge_batch`)."
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    hidden = prefixed_hidden(lm, prompt(len(ids)), mask.new_ones(len(ids), prompt.n_prefix), ids, mask)  # [B, T, d]
+    return label_loss(lm, hidden, batch["labels"])
 
 # %% ../nbs/05_knowledge.ipynb #d04c11f1
 REPR_MODES = ("last", "mean", "published")
@@ -151,22 +148,32 @@ def item_representations(lm: PreTrainedModel, prompt: KnowledgePrompt|None,
         out = lm(input_ids=input_ids.new_full((N, 1), pad), position_ids=input_ids.new_full((N, 1), position),
                  output_hidden_states=True)
         return out.hidden_states[0][:, -1]                                    # embedding-layer output: [N, d]
-    out = prefixed_forward(lm, prompt, input_ids, attention_mask, output_hidden_states=True)
-    return pool_hidden(out.hidden_states[-1], attention_mask, mode)         # final hidden states (after ln_f)
+    prefix = None if prompt is None else prompt(N)
+    hidden = prefixed_hidden(lm, prefix, attention_mask.new_ones(N, prompt.n_prefix) if prompt else None,
+                             input_ids, attention_mask)                       # final hidden states (after ln_f)
+    return pool_hidden(hidden, attention_mask, mode)
 
 # %% ../nbs/05_knowledge.ipynb #8f8ae68a
-@torch.no_grad()
-def encode_items(lm: PreTrainedModel, prompt: KnowledgePrompt|None, tokenizer: PreTrainedTokenizerBase,
-                 pairs: list[tuple[str, str]], mode: str = "last", batch_size: int = 64, max_length: int = 128,
-                 progress: bool = False) -> Tensor:
-    "Representations `[N, n_embd]` of all `(context, target)` knowledge texts, batched by length."
+def encode_items(lm: PreTrainedModel, prompt: KnowledgePrompt | None,
+                 rows: list[list[int]], target_lens: list[int], pad_id: int,  # `knowledge_tokens` of the items
+                 mode: str = "last", with_loss: bool = True, bucket_size: int = 48) -> tuple[Tensor | None, Tensor]:
+    "Knowledge loss over the texts `rows` (None without `with_loss`) and their representations `[U, d]`, in `rows` order."
     device = next(lm.parameters()).device
-    lengths = [len(c) + len(t) for c, t in pairs]
-    order = sorted(range(len(pairs)), key=lengths.__getitem__)
-    out = [None] * len(pairs)
-    for i in tqdm(range(0, len(order), batch_size), desc="item representations", disable=not progress):
-        idx = order[i:i + batch_size]
-        b = tokenize_knowledge(tokenizer, [pairs[j] for j in idx], max_length=max_length)
-        reps = item_representations(lm, prompt, b["input_ids"].to(device), b["attention_mask"].to(device), mode)
-        for j, r in zip(idx, reps): out[j] = r
-    return torch.stack(out)
+    order = torch.argsort(torch.tensor([len(r) for r in rows]), stable=True)
+    losses, counts, reps = [], [], []
+    for bucket in torch.tensor_split(order, max(1, round(len(order) / bucket_size))):
+        idx = bucket.tolist()
+        batch = knowledge_batch([rows[i] for i in idx], [target_lens[i] for i in idx], pad_id)
+        ids, mask, labels = (batch[k].to(device) for k in ("input_ids", "attention_mask", "labels"))   # [u, T]
+        prefix, prefix_mask = (None, None) if prompt is None else (prompt(len(idx)), mask.new_ones(len(idx), prompt.n_prefix))
+        hidden = prefixed_hidden(lm, prefix, prefix_mask, ids, mask)                        # [u, T, d]
+        if with_loss:
+            losses.append(label_loss(lm, hidden, labels))
+            counts.append((labels[:, 1:] != -100).sum())
+        reps.append(item_representations(lm, prompt, ids, mask, "published") if mode == "published" else
+                    pool_hidden(hidden, mask, mode))
+    loss = None
+    if with_loss:
+        counts = torch.stack(counts)
+        loss = (torch.stack(losses) * counts).sum() / counts.sum()
+    return loss, torch.cat(reps)[torch.argsort(order)]                                  # [U, d]

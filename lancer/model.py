@@ -16,18 +16,16 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from .backbone import as_cache, text_position_ids
 from .data import atomic_directory
-from .knowledge import KnowledgePrompt, KnowledgePromptConfig, item_representations, pool_hidden
+from .knowledge import KnowledgePrompt, KnowledgePromptConfig, encode_items, knowledge_tokens, label_loss, prefixed_hidden
 from .protocol import Example, TextTemplate, pad_rows
 from .reasoning import ReasoningAttention, ReasoningConfig
 
 # %% auto #0
-__all__ = ['ITEM_TOKENS', 'LancerConfig', 'ItemTexts', 'knowledge_batch', 'item_ids', 'sequence_ids', 'sequence_slots',
-           'history_tensor', 'sequence_batch', 'slot_causal_mask', 'prefixed_hidden', 'label_loss', 'add_item_tokens',
-           'reduced_vectors', 'catalogue_logits', 'item_loss', 'LancerModel', 'save_model', 'weights_sha256',
-           'write_model', 'load_model', 'load_knowledge_prompt', 'model_card', 'write_pretrained_extras',
-           'save_pretrained', 'from_pretrained']
+__all__ = ['ITEM_TOKENS', 'LancerConfig', 'ItemTexts', 'item_ids', 'sequence_ids', 'sequence_slots', 'history_tensor',
+           'sequence_batch', 'slot_causal_mask', 'add_item_tokens', 'reduced_vectors', 'catalogue_logits', 'item_loss',
+           'LancerModel', 'save_model', 'weights_sha256', 'write_model', 'load_model', 'load_knowledge_prompt',
+           'model_card', 'write_pretrained_extras', 'save_pretrained', 'from_pretrained']
 
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
@@ -84,41 +82,25 @@ class ItemTexts:
     reads text without it badly."""
     def __init__(self, items: pd.DataFrame, template: TextTemplate, tokenizer: PreTrainedTokenizerBase,
                  max_item_tokens: int = 32, max_knowledge_tokens: int = 64):
-        from datasets import Dataset
         records = items.to_dict("records")
         self.items, self.template, self.eos = items, template, tokenizer.eos_token_id
         self.display = [template.display_string(r) for r in records]
-        contexts, titles = zip(*[template.knowledge_text(r) for r in records])
-        def tokenize(batch):
-            enc = lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"]
-            return {"display_ids": [ids[:max_item_tokens] for ids in enc([" " + d for d in batch["display"]])],
-                    "context_ids": enc([c.rstrip() for c in batch["context"]]),
-                    "title_ids": [ids[:max_knowledge_tokens - 2] for ids in enc([" " + t for t in batch["title"]])]}
-        table = Dataset.from_dict({"display": self.display, "context": list(contexts), "title": list(titles)})
-        table = table.map(tokenize, batched=True, desc="tokenising items")
-        self.display_ids: list[list[int]] = table["display_ids"]
-        self.knowledge_ids, self.knowledge_target_len = [], []
+        enc = lambda texts: tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        self.display_ids: list[list[int]] = [ids[:max_item_tokens] for ids in enc(" " + d for d in self.display)]
+        self.knowledge_ids, self.knowledge_target_len = knowledge_tokens(          # notebook 05, once per catalogue
+            tokenizer, [template.knowledge_text(r) for r in records], max_knowledge_tokens)
         self.start_ids: list[int] = tokenizer("")["input_ids"]            # what the tokenizer puts before any text
-        for ctx, title in zip(table["context_ids"], table["title_ids"]):
-            target = title + [self.eos]
-            room = max(0, max_knowledge_tokens - len(target) - len(self.start_ids))
-            self.knowledge_ids.append(self.start_ids + ctx[:room] + target)
-            self.knowledge_target_len.append(len(target))
-        enc = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]
-        self.opener_ids = self.start_ids + enc(template.opener.rstrip())
-        self.sep_ids = enc(" " + template.separator.strip())
+        self.opener_ids = self.start_ids + enc([template.opener.rstrip()])[0]
+        self.sep_ids = enc([" " + template.separator.strip()])[0]
         self.item_token_ids: list[int] | None = None      # set by `add_item_tokens`
 
     def __len__(self): return len(self.display)
 
-# %% ../nbs/07_model.ipynb #a10d9b7c
-def knowledge_batch(texts: ItemTexts, item_ids: list[int], pad_id: int) -> dict[str, Tensor]:
-    "Knowledge texts of `item_ids`: `input_ids`, `attention_mask` and `labels` (the title + eos only), each `[U, T]`."
-    rows = [texts.knowledge_ids[i] for i in item_ids]
-    labels = [[-100] * (len(r) - n) + r[-n:] for r, n in zip(rows, (texts.knowledge_target_len[i] for i in item_ids))]
-    return {"input_ids": pad_rows(rows, pad_id), "attention_mask": pad_rows([[1] * len(r) for r in rows], 0),
-            "labels": pad_rows(labels, -100)}
+    def knowledge(self, item_ids: list[int]) -> tuple[list[list[int]], list[int]]:
+        "The knowledge-text token ids of `item_ids` and their target lengths, for notebook 05's `knowledge_batch`."
+        return [self.knowledge_ids[i] for i in item_ids], [self.knowledge_target_len[i] for i in item_ids]
 
+# %% ../nbs/07_model.ipynb #a10d9b7c
 def item_ids(texts: ItemTexts, item: int, item_tokens: str = "none") -> list[int]:
     "How one history item is written: its display string, its own token (`instead`), or both (`after`)."
     if item_tokens == "none": return texts.display_ids[item]
@@ -182,22 +164,6 @@ def slot_causal_mask(prefix_mask: Tensor, attention_mask: Tensor, token_slots: T
     if lm.config._attn_implementation == "sdpa": return allowed
     dtype = lm.get_input_embeddings().weight.dtype                   # eager attention adds the mask to its scores
     return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, torch.finfo(dtype).min)
-
-def prefixed_hidden(lm: PreTrainedModel, prefix: list[tuple[Tensor, Tensor]], prefix_mask: Tensor,
-                    input_ids: Tensor, attention_mask: Tensor, token_slots: Tensor | None = None) -> Tensor:
-    """Final hidden states `[B, T, d]` of `lm`'s body on the text, behind a key/value prefix (mask `[B, P]`);
-    with `token_slots` [B, T] each token sees only the prefix slots of the items written before it (`slot_causal_mask`)."""
-    full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], 1) if token_slots is None else \
-        slot_causal_mask(prefix_mask, attention_mask, token_slots, lm)
-    return lm.base_model(input_ids=input_ids, attention_mask=full_mask, cache=as_cache(prefix),
-                         position_ids=text_position_ids(attention_mask), use_cache=False).last_hidden_state
-
-def label_loss(lm: PreTrainedModel, hidden: Tensor, labels: Tensor) -> Tensor:
-    "Mean next-token cross-entropy over the positions whose label is not -100, with logits computed only there."
-    targets = labels[:, 1:]                                                               # [B, T-1]
-    keep = targets != -100
-    logits = lm.get_output_embeddings()(hidden[:, :-1][keep])                             # [n, V]
-    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
 
 # %% ../nbs/07_model.ipynb #c97594c3
 def add_item_tokens(lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: ItemTexts) -> list[int]:
@@ -291,30 +257,10 @@ class LancerModel(nn.Module):
         return self
 
     def encode_items(self, item_ids: Tensor, with_loss: bool = True, bucket_size: int = 48) -> tuple[Tensor | None, Tensor]:
-        """Knowledge loss over `item_ids` [U] and their representations [U, d] from the knowledge LM
-        (`with_loss=False`: no loss, so no output-vocabulary logits, and `None` in its place). The items run in buckets
-        of about `bucket_size` items of similar knowledge-text length, so a batch carries little padding; the loss is
-        the mean over all the items' label tokens, as in one padded pass."""
-        lengths = torch.tensor([len(self.texts.knowledge_ids[i]) for i in item_ids.tolist()])
-        order = torch.argsort(lengths, stable=True)
-        n_buckets = max(1, round(len(order) / bucket_size))
-        losses, counts, reps = [], [], []
-        for bucket in torch.tensor_split(order, n_buckets):
-            items = item_ids[bucket].tolist()
-            batch = {k: v.to(self.device) for k, v in knowledge_batch(self.texts, items, self.pad_id).items()}
-            ids, mask = batch["input_ids"], batch["attention_mask"]                     # [u, T]: T = the bucket's longest
-            u, P = len(items), self.config.n_prefix
-            hidden = prefixed_hidden(self.knowledge_lm, self.knowledge_prompt(u), mask.new_ones(u, P), ids, mask)  # [u, T, d]
-            if with_loss:
-                losses.append(label_loss(self.knowledge_lm, hidden, batch["labels"]))
-                counts.append((batch["labels"][:, 1:] != -100).sum())
-            reps.append(item_representations(self.knowledge_lm, self.knowledge_prompt, ids, mask, "published")
-                        if self.config.item_repr == "published" else pool_hidden(hidden, mask, self.config.item_repr))
-        loss = None
-        if with_loss:
-            counts = torch.stack(counts).to(self.device)
-            loss = (torch.stack(losses) * counts).sum() / counts.sum()
-        return loss, torch.cat(reps)[torch.argsort(order)]                               # [U, d], in `item_ids` order
+        """Knowledge loss over `item_ids` [U] and their representations [U, d] from the knowledge LM: notebook 05's
+        `encode_items` on the catalogue's knowledge texts (`with_loss=False`: no loss, and `None` in its place)."""
+        return encode_items(self.knowledge_lm, self.knowledge_prompt, *self.texts.knowledge(item_ids.tolist()), self.pad_id,
+                            self.config.item_repr, with_loss, bucket_size)
 
     def user_prefix(self, history: Tensor, history_mask: Tensor, item_reps: Tensor | None = None):
         """Reasoning prefix for histories [B, H]: (prefix, prefix mask [B, H], knowledge loss or None, attention weights).
@@ -337,9 +283,10 @@ class LancerModel(nn.Module):
         prefix, prefix_mask = self.reasoning(slots, history_mask, self.knowledge_prompt.hidden())
         return prefix, prefix_mask, kloss, self.reasoning.attn_weights
 
-    def prefix_slots(self, token_slots: Tensor | None) -> Tensor | None:
-        "`token_slots` for `prefixed_hidden` (None without a reasoning prompt: every token sees the whole prefix)."
-        return token_slots.to(self.device) if token_slots is not None and self.config.reasoning_prompt else None
+    def prefix_attention(self, prefix_mask: Tensor, attention_mask: Tensor, token_slots: Tensor | None) -> Tensor | None:
+        "The slot mask of `token_slots` for `prefixed_hidden`; None without slots or reasoning prompt (the whole prefix)."
+        if token_slots is None or not self.config.reasoning_prompt: return None
+        return slot_causal_mask(prefix_mask, attention_mask, token_slots.to(self.device), self.lm)
 
     def forward(self, input_ids: Tensor, attention_mask: Tensor, labels: Tensor, history: Tensor,
                 history_mask: Tensor, item_reps: Tensor | None = None,
@@ -354,7 +301,7 @@ class LancerModel(nn.Module):
                 raise ValueError("forward with item_reps (cached mode) needs knowledge_items for the knowledge loss")
             kloss = self.encode_items(knowledge_items)[0]
         hidden = prefixed_hidden(self.lm, prefix, prefix_mask, input_ids, attention_mask,
-                                 self.prefix_slots(token_slots))                             # [B, T, d]
+                                 self.prefix_attention(prefix_mask, attention_mask, token_slots))  # [B, T, d]
         seq_loss = label_loss(self.lm, hidden, labels) if self.config.item_tokens == "none" else \
             item_loss(self.lm, hidden, labels, self.texts.item_token_ids, self.config.label_smoothing)
         loss = seq_loss + self.config.knowledge_weight * kloss

@@ -11,8 +11,9 @@ from torch import Tensor
 from .generation import ItemTrie, generate
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
 from .metrics import topk_from_scores
-from .model import (LancerModel, catalogue_logits, history_tensor, pad_rows, prefixed_hidden, sequence_ids,
-                          sequence_slots)
+from .knowledge import prefixed_hidden
+from .model import LancerModel, catalogue_logits, history_tensor, sequence_ids, sequence_slots
+from .protocol import pad_rows
 
 # %% auto #0
 __all__ = ['DECODINGS', 'catalogue_representations', 'display_mapper', 'item_trie', 'score_catalogue', 'recommend']
@@ -46,9 +47,10 @@ def score_catalogue(model: LancerModel, histories: list, prefix: list, prefix_ma
     "Item-token models: scores `[B, N]` of every catalogue item as the next item of each history, from one forward pass."
     recent = [list(h)[-model.config.max_history:] for h in histories]
     rows = [sequence_ids(model.texts, h, model.config.item_tokens) for h in recent]
-    slots = model.prefix_slots(pad_rows([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0))
+    slots = pad_rows([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0)
     ids, mask = pad_rows(rows, model.pad_id).to(model.device), pad_rows([[1] * len(r) for r in rows], 0).to(model.device)
-    hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask, slots)             # [B, T, d]
+    hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask,
+                             model.prefix_attention(prefix_mask, mask, slots))             # [B, T, d]
     last = hidden[torch.arange(len(rows), device=model.device), mask.sum(1) - 1]           # [B, d]: after the last separator
     return catalogue_logits(model.lm, last, model.texts.item_token_ids)                   # [B, N]
 

@@ -19,7 +19,8 @@ from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
 from lancer.backbone import sentence_encoder
-from lancer.model import LancerConfig, load_model, reduced_vectors, prefixed_hidden, save_model, sequence_batch
+from lancer.knowledge import prefixed_hidden
+from lancer.model import LancerConfig, load_model, reduced_vectors, save_model, sequence_batch
 from lancer.recommend import recommend
 from lancer.pipeline import build_model, offline_backbone_path, prepare_data, train_lancer
 from lancer.protocol import leave_one_out, template_for
@@ -87,7 +88,8 @@ def test_later_items_do_not_change_earlier_scores(trained):
         hidden = []
         for batch in (a, b):
             prefix, mask, _, _ = model.user_prefix(batch["history"], batch["history_mask"])
-            hidden.append(prefixed_hidden(model.lm, prefix, mask, batch["input_ids"], batch["attention_mask"], batch["token_slots"]))
+            hidden.append(prefixed_hidden(model.lm, prefix, mask, batch["input_ids"], batch["attention_mask"],
+                                          model.prefix_attention(mask, batch["attention_mask"], batch["token_slots"])))
     before = a["token_slots"][0] <= last                                 # tokens written before the last history item
     assert torch.allclose(hidden[0][0, before], hidden[1][0, before], atol=1e-5)
     assert not torch.allclose(hidden[0][0, ~before], hidden[1][0, ~before], atol=1e-3)

@@ -8,7 +8,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 
 from lancer.backbone import train_tokenizer
 from lancer.knowledge import (KnowledgePrompt, KnowledgePromptConfig, encode_items, freeze, item_representations,
-                              knowledge_loss, tokenize_knowledge)
+                              knowledge_batch, knowledge_loss, knowledge_tokens)
 
 TEXTS = ["Comedy : Toy Story (1995)", "Thriller : Four Rooms (1995)", "Drama : Twelve Monkeys (1995)",
          "genres : Comedy year : 1995 title : Toy Story (1995)", "genres : Drama year : 1995 title : Heat (1995)"] * 2
@@ -25,7 +25,7 @@ def setup():
                         bos_token_id=0, eos_token_id=0, pad_token_id=0)
     lm = freeze(GPT2LMHeadModel(config)).eval()
     prompt = KnowledgePrompt(config, KnowledgePromptConfig(n_prefix=4, dropout=0.0))
-    return tok, lm, prompt, tokenize_knowledge(tok, PAIRS)
+    return tok, lm, prompt, knowledge_batch(*knowledge_tokens(tok, PAIRS), tok.pad_token_id)
 
 
 def test_prompt_shapes(setup):
@@ -37,29 +37,32 @@ def test_prompt_shapes(setup):
     assert KnowledgePrompt(lm.config, KnowledgePromptConfig(d_mlp=8)).hidden().shape == (20, 8)
 
 
-def test_tokenize_knowledge_target_mask(setup):
+def test_knowledge_batch_target_mask(setup):
     tok, _, _, batch = setup
     assert batch["input_ids"].shape == batch["labels"].shape == batch["attention_mask"].shape
     lengths = batch["attention_mask"].sum(1)
     assert batch["input_ids"].shape[1] == lengths.max()                   # dynamic padding
     assert (batch["attention_mask"][:, :1] == 1).all()                     # right padding
     for i, (c, t) in enumerate(PAIRS):
-        assert tok.decode(batch["input_ids"][i][batch["target_mask"][i]]) == " " + t + tok.eos_token
-        assert (batch["labels"][i][~batch["target_mask"][i]] == -100).all()
+        target = batch["labels"][i] != -100
+        assert tok.decode(batch["input_ids"][i][target]) == " " + t + tok.eos_token
+        assert tok.decode(batch["input_ids"][i][batch["attention_mask"][i].bool() & ~target]) == c.rstrip()
 
 
-def test_tokenize_knowledge_truncation_keeps_target(setup):
+def test_knowledge_tokens_truncation_keeps_target(setup):
     tok = setup[0]
     long = [("genres : " + "Drama, " * 50 + "title : ", "Heat (1995)")]
-    b = tokenize_knowledge(tok, long, max_length=20)
-    assert b["input_ids"].shape[1] == 20
-    assert tok.decode(b["input_ids"][0][b["target_mask"][0]]) == " Heat (1995)" + tok.eos_token
+    rows, target_lens = knowledge_tokens(tok, long, max_tokens=20)
+    assert len(rows[0]) == 20 and tok.decode(rows[0][:3]) == tok.decode(knowledge_tokens(tok, long)[0][0][:3])
+    assert tok.decode(rows[0][-target_lens[0]:]) == " Heat (1995)" + tok.eos_token
+    rows, target_lens = knowledge_tokens(tok, [("genres : Drama title : ", "Heat " * 40)], max_tokens=12)
+    assert (len(rows[0]), target_lens[0], rows[0][-1]) == (12, 11, tok.eos_token_id)   # a cut title, one context token
 
 
 def test_gradients_only_reach_prompt(setup):
     _, lm, prompt, batch = setup
     prompt.zero_grad()
-    loss = knowledge_loss(lm, prompt, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    loss = knowledge_loss(lm, prompt, batch)
     loss.backward()
     assert torch.isfinite(loss)
     assert all(p.grad is None for p in lm.parameters())
@@ -68,11 +71,11 @@ def test_gradients_only_reach_prompt(setup):
 
 def test_position_overflow_is_a_clear_error(setup):
     _, lm, prompt, _ = setup
-    ids = torch.zeros(1, 65, dtype=torch.long)
+    batch = lambda n: {"input_ids": torch.zeros(1, n, dtype=torch.long), "attention_mask": torch.ones(1, n, dtype=torch.long),
+                       "labels": torch.zeros(1, n, dtype=torch.long)}
     with pytest.raises(ValueError, match="positions"):
-        knowledge_loss(lm, prompt, ids, torch.ones_like(ids), ids)
-    ids = torch.zeros(1, 64, dtype=torch.long)                          # P + 64 > 64 is fine: the prefix has no position
-    knowledge_loss(lm, prompt, ids, torch.ones_like(ids), ids)
+        knowledge_loss(lm, prompt, batch(65))
+    knowledge_loss(lm, prompt, batch(64))                               # P + 64 > 64 is fine: the prefix has no position
 
 
 def test_item_representations(setup):
@@ -83,11 +86,13 @@ def test_item_representations(setup):
         for r in reps.values(): assert r.shape == (3, 32)
         assert torch.equal(reps["published"][0], reps["published"][2])   # defect 1: identical for every item
         assert not torch.allclose(reps["last"][0], reps["last"][1])
-        alone = tokenize_knowledge(tok, PAIRS[2:])
+        alone = knowledge_batch(*knowledge_tokens(tok, PAIRS[2:]), tok.pad_token_id)
         for m in ("last", "mean"):
             got = item_representations(lm, prompt, alone["input_ids"], alone["attention_mask"], m)[0]
             assert torch.allclose(got, reps[m][2], atol=1e-5)
-        assert torch.allclose(encode_items(lm, prompt, tok, PAIRS, batch_size=2), reps["last"], atol=1e-5)
+        loss, table = encode_items(lm, prompt, *knowledge_tokens(tok, PAIRS), tok.pad_token_id, bucket_size=1)
+        assert torch.allclose(table, reps["last"], atol=1e-5)
+        assert torch.allclose(loss, knowledge_loss(lm, prompt, batch), atol=1e-5)   # buckets weighted by their tokens
     with pytest.raises(ValueError, match="mode"):
         item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"], "first")
     r = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"])
@@ -96,11 +101,14 @@ def test_item_representations(setup):
 
 
 def test_pool_hidden_matches_item_representations(setup):
-    from lancer.knowledge import pool_hidden, prefixed_forward
+    "The body's last hidden state is the full LM's last `hidden_states` (after the final layer norm)."
+    from lancer.backbone import as_cache, text_position_ids
+    from lancer.knowledge import pool_hidden
     _, lm, prompt, batch = setup
     with torch.no_grad():
-        out = prefixed_forward(lm, prompt, batch["input_ids"], batch["attention_mask"], labels=batch["labels"],
-                               output_hidden_states=True)
+        full_mask = torch.cat([torch.ones(3, prompt.n_prefix, dtype=torch.long), batch["attention_mask"]], 1)
+        out = lm(input_ids=batch["input_ids"], attention_mask=full_mask, cache=as_cache(prompt(3)), use_cache=False,
+                 position_ids=text_position_ids(batch["attention_mask"]), output_hidden_states=True)
         for m in ("last", "mean"):
             want = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"], m)
             assert torch.allclose(pool_hidden(out.hidden_states[-1], batch["attention_mask"], m), want, atol=1e-6)
@@ -123,8 +131,8 @@ def test_other_backbones_load_and_take_prefixes(setup, tmp_path, arch):
     lm, tok2 = load_backbone(tmp_path)
     freeze(lm)
     prompt = KnowledgePrompt(lm.config, KnowledgePromptConfig(n_prefix=3))
-    batch = tokenize_knowledge(tok2, PAIRS)
-    loss = knowledge_loss(lm, prompt, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    batch = knowledge_batch(*knowledge_tokens(tok2, PAIRS), tok2.pad_token_id)
+    loss = knowledge_loss(lm, prompt, batch)
     loss.backward()
     assert torch.isfinite(loss) and prompt.embedding.weight.grad.abs().sum() > 0
     reps = item_representations(lm, prompt, batch["input_ids"], batch["attention_mask"])

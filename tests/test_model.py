@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lancer.backbone import OfflineBackboneConfig
-from lancer.model import ItemTexts, LancerConfig, history_tensor, knowledge_batch, sequence_batch
+from lancer.knowledge import knowledge_batch
+from lancer.model import ItemTexts, LancerConfig, history_tensor, sequence_batch
 from lancer.recommend import display_mapper, recommend
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out, training_examples
@@ -43,7 +44,7 @@ def test_item_texts(setup):
 
 def test_knowledge_batch_shapes(setup):
     _, _, model = setup
-    b = knowledge_batch(model.texts, [0, 3, 5], model.pad_id)
+    b = knowledge_batch(*model.texts.knowledge([0, 3, 5]), model.pad_id)
     T = max(len(model.texts.knowledge_ids[i]) for i in (0, 3, 5))
     for k in ("input_ids", "attention_mask", "labels"): assert b[k].shape == (3, T), k
     for row, i in enumerate((0, 3, 5)):

@@ -25,7 +25,8 @@ from ..generation import left_pad, position_ids
 from ..knowledge import pool_hidden
 from ..mapping import rank_items
 from ..metrics import evaluate
-from ..model import LancerModel, history_tensor, knowledge_batch, prefixed_hidden, sequence_batch, sequence_ids
+from ..knowledge import knowledge_batch, prefixed_hidden
+from ..model import LancerModel, history_tensor, sequence_batch, sequence_ids
 from ..recommend import catalogue_representations, display_mapper, recommend
 from ..pipeline import build_model, prepare_data
 from ..training import cached_inputs, epoch_order, padding_fraction, peak_rss_mb, sequence_lengths
@@ -61,7 +62,7 @@ def _slots(history: Tensor, history_mask: Tensor, reps: Tensor) -> Tensor:
 
 def naive_encode_items(model: LancerModel, item_ids: list[int], pad_to: int = 512) -> tuple[Tensor, Tensor]:
     "Knowledge loss and representations `[U, d]` of `item_ids` (repeats included), every row padded to `pad_to` tokens."
-    ids, mask, labels = _padded(model, knowledge_batch(model.texts, item_ids, model.pad_id), pad_to)  # [U, pad_to]
+    ids, mask, labels = _padded(model, knowledge_batch(*model.texts.knowledge(item_ids), model.pad_id), pad_to)  # [U, pad_to]
     U, P = len(item_ids), model.config.n_prefix
     hidden = prefixed_hidden(model.knowledge_lm, model.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)
     return _all_position_loss(model.knowledge_lm, hidden, labels), pool_hidden(hidden, mask, model.config.item_repr)
