@@ -27,7 +27,7 @@ from .training import TrainConfig, example_ranks
 
 # %% auto #0
 __all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
-           'run_candidate', 'select', 'evaluate_chosen', 'comparison', 'selection_status']
+           'run_candidate', 'select', 'evaluate_chosen', 'comparison', 'comparison_summary', 'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -179,6 +179,19 @@ def comparison(dataset: str = "ml-100k", max_history: int = 10, results_dir: str
     table.insert(0, "candidate", [tested[m]["candidate"] for m in table.index])
     table.insert(1, "valid mean", [tested[m]["valid_mean"] for m in table.index])
     return table.rename(columns=lambda c: c if c in ("candidate", "valid mean", "seeds", "verdict") else f"ndcg@{k} {c}")
+
+# %% ../nbs/13_selection.ipynb #cda7267d
+def comparison_summary(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+    "`comparison`'s table as text columns: chosen configuration, seeds, mean ± std, 95% CI, difference with its CI, verdict."
+    f = lambda v: "" if pd.isna(v) else f"{v:.4f}"
+    col = lambda name: table[f"ndcg@{k} {name}"]
+    return pd.DataFrame({
+        "chosen configuration": table["candidate"], "seeds": table["seeds"],
+        f"NDCG@{k}": [f"{m:.4f} ± {s:.4f}" if s == s else f"{m:.4f}" for m, s in zip(col("mean"), col("std"))],
+        "95% CI": [f"[{f(l)}, {f(h)}]" for l, h in zip(col("ci_low"), col("ci_high"))],
+        "vs best baseline": [f"{f(d)} [{f(l)}, {f(h)}]" if d == d else "reference"
+                             for d, l, h in zip(col("diff"), col("diff_low"), col("diff_high"))],
+        "verdict": table["verdict"].astype(object).fillna("")}, index=table.index)
 
 # %% ../nbs/13_selection.ipynb #5eb4722f
 def selection_status(dataset: str = "ml-100k", max_history: int = 10, results_dir: str | Path = "results/selection",
