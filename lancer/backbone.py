@@ -64,6 +64,7 @@ def gguf_path(spec: PackagedBackbone, work: Path) -> Path:
                             f"(reinstall {spec.package})")
     return path
 
+# %% ../nbs/04_backbone.ipynb #d68dc36b
 def convert_gguf(gguf: Path, output_dir: Path) -> Path:
     "Save a GGUF causal LM (dequantised) and its tokenizer as a plain Hugging Face folder `output_dir`."
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)

@@ -94,6 +94,7 @@ class CausalSelfAttention(nn.Module):
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(y.transpose(1, 2).reshape(B, T, d))
 
+# %% ../nbs/03_baselines.ipynb #0db413f6
 class Block(nn.Module):
     "Pre-LN transformer block: x + Attn(LN(x)), then x + MLP(LN(x))."
     def __init__(self, cfg: SASRecConfig):
@@ -133,6 +134,7 @@ class SASRec(CatalogueScores, nn.Module):
         for block in self.blocks: x = block(x, mask)
         return self.ln_f(x)
 
+# %% ../nbs/03_baselines.ipynb #69ebcdc3
 def _init_weights(m: nn.Module):
     "Small normal init for linear and embedding weights (GPT-style), zero biases."
     if isinstance(m, (nn.Linear, nn.Embedding)): nn.init.normal_(m.weight, std=0.02)
@@ -268,6 +270,7 @@ class TrainConfig:
     eval_batch_size: int = 1024
     show_progress: bool = True
 
+# %% ../nbs/03_baselines.ipynb #72324770
 def fit(model: nn.Module, split: Split, cfg: TrainConfig = TrainConfig()) -> dict:
     "Train `model` on `split.train`, early-stop on validation NDCG@10, restore the best epoch; returns a log."
     if split.protocol == "published":
@@ -334,6 +337,7 @@ def train_baseline(name: str, split: Split, train_cfg: TrainConfig = TrainConfig
     details["wall_time_s"], details["cpu_time_s"] = time.time() - t0, time.process_time() - c0
     return model, details
 
+# %% ../nbs/03_baselines.ipynb #fe4a8e8c
 def run_baselines(dataset: str | SeqDataset = "ml-100k", data_dir: str | Path | None = None,
                   output_dir: str | Path | None = None, seed: int = 0, max_history: int = 10,
                   models: Sequence[str] = BASELINES, min_interactions: int = 5, exclude_seen: bool = True,

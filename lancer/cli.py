@@ -40,6 +40,7 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
+# %% ../nbs/14_cli.ipynb #e74fee16
 def _add_data(p: argparse.ArgumentParser):
     p.add_argument("--dataset", default="ml-100k", help=f"one of {', '.join(DATASETS)} (default: ml-100k)")
     p.add_argument("--data-dir", default=None, help="directory with the raw files (default: download into the cache)")
@@ -65,6 +66,7 @@ def _dataset(args):
     return load_files(args.interactions, args.items, args.user_column, args.item_column, args.time_column,
                       args.text_columns, duplicates=args.duplicates)
 
+# %% ../nbs/14_cli.ipynb #e0fc5054
 def _add_training(p: argparse.ArgumentParser):
     g = p.add_argument_group("training")
     g.add_argument("--backbone", default="offline",
@@ -124,6 +126,7 @@ def _add_training(p: argparse.ArgumentParser):
     b.add_argument("--pretrain-on-sequences", action=argparse.BooleanOptionalAction, default=None,
                    help="also domain-pretrain on the training split's sequence texts (default: yes)")
 
+# %% ../nbs/14_cli.ipynb #ead4ed2d
 def build_parser() -> argparse.ArgumentParser:
     "The `lancer` argument parser."
     parser = _Parser(prog="lancer", description="LANCER: sequential recommendation as "
@@ -224,6 +227,7 @@ def _configs(args) -> tuple:
 def _print_metrics(metrics: dict):
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
 
+# %% ../nbs/14_cli.ipynb #24f7d1b5
 def run(args) -> int:
     "Execute one parsed command."
     if (getattr(args, "dataset", None) is not None and args.dataset not in DATASETS and getattr(args, "data_dir", None) is None

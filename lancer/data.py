@@ -43,7 +43,7 @@ __all__ = ['DUPLICATES', 'ML100K_GENRES', 'MIND_TIME_FORMAT', 'GOODREADS_TIME_FO
 class DataFormatError(ValueError):
     "A raw data file is malformed; the message names the file and the line number or field."
 
-
+# %% ../nbs/00_data.ipynb #8f4855d5
 @dataclass
 class SeqDataset:
     "Item catalogue with text + per-user chronological item sequences."
@@ -117,6 +117,7 @@ def _without_duplicates(users, item_raw, times, lines, path: Path, duplicates: s
                       f"{lines[repeated[0]]}); {'dropped' if duplicates == 'drop' else 'kept'}", stacklevel=3)
     return tuple([seq[k] for k in keep] for seq in (users, item_raw, times, lines))
 
+# %% ../nbs/00_data.ipynb #ecee63cd
 def build_sequences(name: str, items: pd.DataFrame, users: Sequence[str], item_raw: Sequence[str],
                     times: Sequence[int], lines: Sequence[int], path: Path, duplicates: str = "drop") -> SeqDataset:
     """Map raw item ids to rows of `items`, group by user, sort by (timestamp, file order). Exact repeats of an earlier
@@ -177,6 +178,7 @@ def read_lines(path: str | Path, encoding: str = "utf-8", skip: int = 0,
     if raw.strip() and not raw.endswith(b"\n"):                        # a copy cut short ends in the middle of a line
         warnings.warn(f"{path}: the last line ({no}) has no line end; the file may be truncated", stacklevel=2)
 
+# %% ../nbs/00_data.ipynb #a9f0fbf6
 def _split(line: str, sep: str, n: int, path: Path, no: int, what: str) -> list[str]:
     "Split a line into exactly `n` fields or raise a DataFormatError."
     parts = line.split(sep)
@@ -252,6 +254,7 @@ def _atomic_header(line: str, path: Path, required: Sequence[str]) -> tuple[list
         if r not in names: raise DataFormatError(f"{path}, line 1: missing column {r!r} in header {line!r}")
     return names, types
 
+# %% ../nbs/00_data.ipynb #1f82b7f7
 def load_recbole_atomic(data_dir: str | Path, name: str, duplicates: str = "drop") -> SeqDataset:
     "Load `{name}.inter` and `{name}.item` (RecBole atomic format) from `data_dir`."
     d = Path(data_dir)
@@ -300,6 +303,7 @@ MIND_TIME_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 _MIND_NEWS_COLUMNS = ["raw_id", "category", "subcategory", "title", "abstract", "url", "title_entities",
                       "abstract_entities"]
 
+# %% ../nbs/00_data.ipynb #ee59a0b0
 def load_mind(data_dir: str | Path, name: str = "mind-small", duplicates: str = "drop") -> SeqDataset:
     """Load MIND (small or large) from `news.tsv` and `behaviors.tsv` in `data_dir`.
     Sequence per user = click history (de-duplicated across the user's impressions: the earliest impression's
@@ -381,6 +385,7 @@ def _find(d: Path, fname: str) -> Path:
     p = d/fname
     return p if p.exists() or not (d/fname.removesuffix(".gz")).exists() else d/fname.removesuffix(".gz")
 
+# %% ../nbs/00_data.ipynb #8b2ce3e3
 def load_goodreads(data_dir: str | Path, name: str = "goodreads-poetry", read_only: bool = False,
                    duplicates: str = "drop") -> SeqDataset:
     "Load the Goodreads poetry subset (books, interactions, genres; optional author names) from `data_dir`."
@@ -516,6 +521,7 @@ def sha256sum(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""): h.update(block)
     return h.hexdigest()
 
+# %% ../nbs/00_data.ipynb #f35f3d1e
 def verify_checksum(path: Path, expected: str | None, cache: Path) -> str:
     "Check `path` against `expected`, or against / into the record in `cache/checksums.json` when unknown."
     got, rec_file = sha256sum(path), cache/"checksums.json"
@@ -587,6 +593,7 @@ def _loader(name: str, duplicates: str = "drop"):
                           if _find(d, GOODREADS_FILES["interactions"]).exists() else None)
     raise ValueError(f"unknown dataset {name!r}; choose one of {DATASETS} or pass a SeqDataset loader a data_dir")
 
+# %% ../nbs/00_data.ipynb #011c9bac
 def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str | Path | None = None,
                  timeout: float = 5.0, duplicates: str = "drop") -> SeqDataset:
     """Load a raw (unfiltered) data set by name: from `data_dir` if given, else the cache, else its official URL.
@@ -656,6 +663,7 @@ def stats_table(before: SeqDataset | dict, after: SeqDataset | dict) -> pd.DataF
     s = lambda x: dataset_stats(x) if isinstance(x, SeqDataset) else x
     return pd.DataFrame({"before": s(before), "after": s(after)})
 
+# %% ../nbs/00_data.ipynb #4f9ed374
 def data_command(dataset: str | SeqDataset, data_dir: str | None = None, min_interactions: int = 5,
                  cache_dir: str | None = None, duplicates: str = "drop") -> str:
     "Text for `lancer data` (`dataset`: a name, or one already loaded): statistics before/after filtering, what was dropped."

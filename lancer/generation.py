@@ -100,6 +100,7 @@ def _check_positions(lm, pos: Tensor, max_new_tokens: int, start: int) -> None:
         raise ValueError(f"prompts {[start + b for b in bad]}: prompt + {max_new_tokens} new tokens need more than the "
                          f"model's {n_pos} positions; shorten the history (fewer items or tokens per item)")
 
+# %% ../nbs/08_generation.ipynb #e730e42c
 def _generate_batch(lm, tokenizer, prefix, prefix_mask, prompts, num_beams, max_new_tokens, stop, offset_positions,
                     start=0, trie=None, blocked=None) -> list[list[str]]:
     "Beams for one mini-batch of users (see `generate`); `start` = index of its first user (for error messages)."

@@ -54,6 +54,7 @@ def _normalise(x: Tensor, eps: float = 1e-12) -> Tensor:
     x = x.float()
     return x / x.norm(dim=-1, keepdim=True).clamp(min=eps)
 
+# %% ../nbs/09_mapping.ipynb #05d74c57
 class EmbeddingMapper:
     "Maps texts to catalogue items by cosine similarity of `embed_fn` embeddings over the whole catalogue."
     def __init__(self, embed_fn: Callable[[list[str]], Tensor], catalogue_texts: Sequence[str],
@@ -110,6 +111,7 @@ def beam_weights(n: int) -> Tensor:
     "DCG-style discount of beam `b`: `1 / log2(b + 2)` (1, 0.63, 0.5, ...)."
     return 1 / torch.log2(torch.arange(n, dtype=torch.float32) + 2)
 
+# %% ../nbs/09_mapping.ipynb #f023947d
 def rank_items(beams: Sequence[Sequence[str]], mapper: EmbeddingMapper, k: int = 10,
                exclude: Sequence[Sequence[int]] | None = None,   # per user, item ids never to recommend
                max_scores: int = 2**25,                          # chunk users so users x beams x items stays below this
@@ -187,6 +189,7 @@ def corrupt(text: str, kind: str, rng: np.random.Generator) -> str:
         return text[:i] + text[i + 1] + text[i] + text[i + 2:]
     raise ValueError(f"unknown corruption {kind!r}; one of {CORRUPTIONS}")
 
+# %% ../nbs/09_mapping.ipynb #820f1c83
 def mapping_precision(mapper: EmbeddingMapper, catalogue_texts: Sequence[str], kinds: Sequence[str] = CORRUPTIONS,
                       seed: int = 0) -> dict[str, float]:
     "Fraction of the catalogue's texts, corrupted by each kind, that `mapper` maps back to an item with the same text."

@@ -110,6 +110,7 @@ def topk_from_scores(scores: torch.Tensor | np.ndarray, k: int, exclude: Sequenc
         out.append(order.masked_fill(blocked.gather(1, order), -1).cpu())                 # stable: ties keep id order
     return torch.cat(out).numpy().astype(np.int64)
 
+# %% ../nbs/02_metrics.ipynb #0e9e1a88
 def ranks_from_scores(scores: torch.Tensor | np.ndarray, targets: Sequence[int],
                       exclude: Sequence[np.ndarray] | None = None, chunk_size: int = 1024) -> np.ndarray:
     """Each target's 1-based rank in its user's full ranking by `scores` (the order of `topk_from_scores`: ties -> lower

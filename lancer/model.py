@@ -30,6 +30,7 @@ __all__ = ['ITEM_TOKENS', 'LancerConfig', 'ItemTexts', 'item_ids', 'sequence_ids
 # %% ../nbs/07_model.ipynb #e42048b7
 ITEM_TOKENS = ("none", "instead", "after")
 
+# %% ../nbs/07_model.ipynb #4da540c6
 @dataclass
 class LancerConfig:
     "Everything that defines a LANCER model besides the backbone weights."
@@ -127,6 +128,7 @@ def history_tensor(histories: list, max_history: int) -> tuple[Tensor, Tensor]:
     mask = pad_rows([[1] * len(h) for h in hist], 0, min_length=max_history).bool()
     return pad_rows(hist, 0, min_length=max_history), mask
 
+# %% ../nbs/07_model.ipynb #8391254a
 def sequence_batch(texts: ItemTexts, examples: list[Example], max_history: int, pad_id: int,
                    loss_on: str = "target", item_tokens: str = "none") -> dict[str, Tensor]:
     """Sequence texts of `examples` with the target's tokens + eos as labels (`loss_on='all'`: every real token).
@@ -340,6 +342,7 @@ def write_model(model: LancerModel, path: Path, extra: dict | None = None) -> Pa
     (path / "lancer.json").write_text(json.dumps(meta, indent=2))
     return path
 
+# %% ../nbs/07_model.ipynb #28a792b2
 def load_model(path: str | Path, items: pd.DataFrame, device: str | None = None,
                template: TextTemplate | None = None) -> LancerModel:
     """Load a checkpoint written by `save_model` for the catalogue `items` (the same one it was trained on). `template`
@@ -376,6 +379,7 @@ def _prompt_state(state: dict[str, Tensor], module: str) -> dict[str, Tensor]:
     "The entries of `module` (\"knowledge_prompt\" or \"reasoning\") in a checkpoint's prompt weights, without the prefix."
     return {k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"{module}.")}
 
+# %% ../nbs/07_model.ipynb #0e59c86f
 def load_knowledge_prompt(model: LancerModel, path: str | Path) -> LancerModel:
     """Copy the knowledge prompt of the checkpoint at `path` into `model`, which may be built for another catalogue (the
     backbone's width and depth and `n_prefix` must match); the rest of `model` is unchanged."""

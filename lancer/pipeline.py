@@ -112,6 +112,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                                                           "test": summary.get("lancer"), "training": asdict(train_config)})
     return summary
 
+# %% ../nbs/12_pipeline.ipynb #2147c372
 def _check_same_data(checkpoint: Path, extra: dict) -> None:
     "Refuse a checkpoint trained on other data than `extra` describes (its fingerprint, when it has one)."
     meta = checkpoint / "lancer.json"
@@ -147,6 +148,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split_name: str = "test", num_be
     return evaluate_examples(model, getattr(split, split_name),
                              TrainConfig(num_beams=num_beams, decoding=decoding, exclude_seen=exclude_seen))
 
+# %% ../nbs/12_pipeline.ipynb #27b754b9
 def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams: int = 10, decoding: str = "constrained",
                        include_seen: bool = False) -> dict:
     """The user's recent history and top-`k` (each item with the beam text it came from) from a checkpoint, without
@@ -237,6 +239,7 @@ def comparison_table(metrics: dict, ranks: dict, reference: str, k: int = 10) ->
     cis = compare_models(per_user, reference)[["ci_low", "ci_high", "diff", "diff_low", "diff_high", "verdict"]]
     return results_table(metrics).join(cis.add_prefix(f"ndcg@{k} "))
 
+# %% ../nbs/12_pipeline.ipynb #089bd790
 def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", data_dir: str | None = None, seed: int = 0,
              selection_dir: str | Path | None = None, preset_name: str | None = None, baselines: bool = True,
              backbone_config: OfflineBackboneConfig | None = None, duplicates: str = "drop") -> pd.DataFrame:

@@ -44,7 +44,7 @@ class LockedExamples(Sequence):
         raise LockedTestError("the test split is locked: model selection reads the validation split only "
                             "(test the chosen configuration after selection.json is written)")
 
-
+# %% ../nbs/01_protocol.ipynb #e8748f4d
 @dataclass
 class Split:
     "Per-user leave-one-out split of a `SeqDataset`; `valid[u]`, `test[u]` and `train[u]` belong to user `u`."
@@ -88,7 +88,7 @@ def _window(seq: np.ndarray, end: int, max_history: int) -> np.ndarray:
     "The at most `max_history` items before position `end`."
     return seq[max(0, end - max_history) : end].copy()
 
-
+# %% ../nbs/01_protocol.ipynb #7213c2b1
 def leave_one_out(ds, max_history: int = 10, protocol: str = "default") -> Split:
     """Split every user's sequence by time: last item = test, second to last = validation (default protocol).
 
@@ -175,7 +175,7 @@ class _Fields(dict):
     def __missing__(self, field: str) -> str:
         return _clean(_get(self.item, field))
 
-
+# %% ../nbs/01_protocol.ipynb #8e4e3de0
 @dataclass(frozen=True)
 class TextTemplate:
     "How one dataset's items and sequences are written as text."

@@ -180,7 +180,7 @@ def comparison(dataset: str = "ml-100k", max_history: int = 10, results_dir: str
     table.insert(1, "valid mean", [tested[m]["valid_mean"] for m in table.index])
     return table.rename(columns=lambda c: c if c in ("candidate", "valid mean", "seeds", "verdict") else f"ndcg@{k} {c}")
 
-# %% ../nbs/13_selection.ipynb #cda7267d
+# %% ../nbs/13_selection.ipynb #c6ce8b94
 def comparison_summary(table: pd.DataFrame, k: int = 10) -> pd.DataFrame:
     "`comparison`'s table as text columns: chosen configuration, seeds, mean ± std, 95% CI, difference with its CI, verdict."
     f = lambda v: "" if pd.isna(v) else f"{v:.4f}"

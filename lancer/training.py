@@ -180,6 +180,7 @@ def save_training_state(path: Path, model: LancerModel, opt, sched, state: dict,
         (tmp / "optimizer.json").write_text(json.dumps(meta, default=str))
         (tmp / "trainer.json").write_text(json.dumps(state, indent=2))
 
+# %% ../nbs/11_training.ipynb #aed4cc16
 def restore_rngs(tensors: dict, meta: dict, sampler: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Set the numpy, Python and sampler RNGs to the state a checkpoint saved (removing those entries from `tensors`);
     returns torch's RNG state, for the caller to set at the right moment (see `train`), and the cached table."""
@@ -240,6 +241,7 @@ def check_resumable(saved: dict, now: dict, force: bool = False) -> None:
                          ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items()) +
                          "); use the same settings, or force the resume")
 
+# %% ../nbs/11_training.ipynb #8eda864e
 def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | Path,
           accelerator: Accelerator | None = None, resume: bool = False, extra: dict | None = None,
           force: bool = False) -> dict:
