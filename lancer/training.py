@@ -37,8 +37,9 @@ from .protocol import Example, Split, training_examples
 # %% auto #0
 __all__ = ['logger', 'RESUMABLE_CHANGES', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order',
            'padding_fraction', 'example_ranks', 'evaluate_examples', 'save_training_state', 'restore_rngs',
-           'cached_inputs', 'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'check_resumable', 'train',
-           'plot_training', 'RunLockedError', 'run_lock']
+           'cached_inputs', 'weight_average', 'peak_rss_mb', 'peak_memory_mb', 'check_resumable', 'validation_examples',
+           'resume_state', 'stage_optimizer', 'validate_epoch', 'best_model', 'train', 'plot_training',
+           'RunLockedError', 'run_lock']
 
 # %% ../nbs/11_training.ipynb #a3c63e0a
 logger = logging.getLogger("lancer")      # progress messages; `lancer --quiet` / `--verbose` set its level
@@ -241,6 +242,55 @@ def check_resumable(saved: dict, now: dict, force: bool = False) -> None:
                          ", ".join(f"{k}: {a!r} then, {b!r} now" for k, (a, b) in changed.items()) +
                          "); use the same settings, or force the resume")
 
+# %% ../nbs/11_training.ipynb #916333b5
+def validation_examples(split: Split, cfg: TrainConfig) -> list[Example]:
+    "The validation users scored after every epoch: all of them, or `cfg.valid_users` of them drawn with the run's seed."
+    valid = split.valid
+    if cfg.valid_users and cfg.valid_users < len(valid):
+        pick = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
+        valid = [valid[i] for i in sorted(pick)]
+    return valid
+
+def resume_state(last: Path, model: LancerModel, settings: dict, force: bool, sampler: torch.Generator,
+                 device) -> tuple[dict, tuple, torch.Tensor | None, torch.Tensor | None]:
+    """Load the resumable checkpoint `last` into `model` and `sampler`: the trainer state, the optimizer state, the torch
+    RNG state still to set (None once set) and the cached item table (cached mode)."""
+    state = json.loads((last / "trainer.json").read_text())
+    if "settings" in state: check_resumable(state["settings"], settings, force)
+    model.load_state_dict(load_model(last, model.texts.items, device=device).state_dict())
+    opt_state = (load_file(last / "optimizer.safetensors"), json.loads((last / "optimizer.json").read_text()))
+    torch_state, cached = restore_rngs(opt_state[0], opt_state[1], sampler)
+    # A DataLoader draws from torch's RNG when its iterator starts (at the start of each epoch). Resuming at an epoch
+    # start, the saved state comes before that draw: set it now. Resuming inside an epoch, the run had drawn it
+    # already: set the state once the resumed epoch's iterator has started (at its first batch, or after it).
+    if state["step_in_epoch"] == 0: torch.set_rng_state(torch_state); torch_state = None
+    return state, opt_state, torch_state, cached
+
+# %% ../nbs/11_training.ipynb #3a1db3c9
+def stage_optimizer(model: LancerModel, cfg: TrainConfig, stage: int, total_steps: int):
+    "The trained parameters of `stage`, AdamW over them at the stage's learning rate, and the warm-up + cosine schedule."
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
+    return params, opt, warmup_cosine(opt, total_steps, max(1, int(total_steps * cfg.warmup_ratio)))   # notebook 04
+
+def validate_epoch(scored: LancerModel, valid: list[Example], cfg: TrainConfig, accelerator: Accelerator, state: dict,
+                   record: dict, best_dir: Path, extra: dict | None) -> None:
+    "Score `valid` after an epoch, add the record to `state['history']`, and keep the weights if they are the best yet."
+    metrics = evaluate_examples(scored, valid, cfg, accelerator)
+    record = record | metrics
+    state["history"].append(record)
+    if not accelerator.is_main_process: return
+    logger.info(f"stage {record['stage']} epoch {record['epoch']}: loss {record['train_loss']:.4f}  " +
+                "  ".join(f"valid {k} {v:.4f}" for k, v in metrics.items() if k != "mrr"))
+    if metrics["ndcg@10"] > state["best_ndcg@10"]:
+        state["best_ndcg@10"] = metrics["ndcg@10"]
+        save_model(scored, best_dir, (extra or {}) | {"selected_at": record})
+
+def best_model(model: LancerModel, best_dir: Path, device) -> LancerModel:
+    "The kept best weights (`best_dir`), or `model` itself when no epoch was validated."
+    found = complete_directory(best_dir)
+    return model if found is None else load_model(found, model.texts.items, device=device)
+
 # %% ../nbs/11_training.ipynb #8eda864e
 def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | Path,
           accelerator: Accelerator | None = None, resume: bool = False, extra: dict | None = None,
@@ -259,10 +309,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     model.to(accelerator.device)
     examples = select_examples(split, cfg)
     if not examples: raise ValueError("no training examples: every user's training part is shorter than 2 items")
-    valid = split.valid
-    if cfg.valid_users and cfg.valid_users < len(valid):
-        pick = np.random.default_rng(cfg.seed).choice(len(valid), cfg.valid_users, replace=False)
-        valid = [valid[i] for i in sorted(pick)]
+    valid = validation_examples(split, cfg)
     lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.config.item_tokens) \
         if cfg.group_by_length else None
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
@@ -272,16 +319,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
              "settings": settings, "refreshed_at": 0, "running": None}
     opt_state, cached, torch_state, last = None, None, None, complete_directory(out / "last")
     if resume and last is not None and (last / "trainer.json").exists():
-        state = json.loads((last / "trainer.json").read_text())
-        if "settings" in state: check_resumable(state["settings"], settings, force)
-        fresh = load_model(last, model.texts.items, device=accelerator.device)
-        model.load_state_dict(fresh.state_dict())
-        opt_state = (load_file(last / "optimizer.safetensors"), json.loads((last / "optimizer.json").read_text()))
-        torch_state, cached = restore_rngs(opt_state[0], opt_state[1], sampler)
-        # A DataLoader draws from torch's RNG when its iterator starts (at the start of each epoch). Resuming at an
-        # epoch start, the saved state comes before that draw: set it now. Resuming inside an epoch, the run had drawn
-        # it already: set the state once the resumed epoch's iterator has started (at its first batch, or after it).
-        if state["step_in_epoch"] == 0: torch.set_rng_state(torch_state); torch_state = None
+        state, opt_state, torch_state, cached = resume_state(last, model, settings, force, sampler, accelerator.device)
         if main: logger.info(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
     epochs = {1: cfg.epochs_stage1, 2: cfg.epochs_stage2}
     stopped = False
@@ -292,11 +330,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
         table, refreshed_at = None, 0                     # cached item representations (cfg.item_reps == "cached")
         if cached is not None and state["stage"] == stage:
             table, refreshed_at, cached = cached.to(accelerator.device), state["refreshed_at"], None
-        params = [p for p in model.parameters() if p.requires_grad]
-        opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
         steps_per_epoch = math.ceil(len(examples) / (cfg.batch_size * accelerator.num_processes * cfg.grad_accum))
-        total = epochs[stage] * steps_per_epoch
-        sched = warmup_cosine(opt, total, max(1, int(total * cfg.warmup_ratio)))          # notebook 04's schedule
+        params, opt, sched = stage_optimizer(model, cfg, stage, epochs[stage] * steps_per_epoch)
         if opt_state is not None and state["stage"] == stage:
             _load_optimizer(opt, *opt_state)
             sched.load_state_dict(opt_state[1]["scheduler"])
@@ -351,15 +386,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                 accelerator.wait_for_everyone()
                 return {"stopped_at": dict(state), "wall_time_s": time.time() - t0}
             scored = average.module if average is not None else model      # the weights that are validated and kept
-            metrics = evaluate_examples(scored, valid, cfg, accelerator)
-            record = {"stage": stage, "epoch": epoch + 1, "train_loss": running, **metrics}
-            state["history"].append(record)
-            if main:
-                logger.info(f"stage {stage} epoch {epoch + 1}: loss {running:.4f}  " +
-                      "  ".join(f"valid {k} {v:.4f}" for k, v in metrics.items() if k != "mrr"))
-                if metrics["ndcg@10"] > state["best_ndcg@10"]:
-                    state["best_ndcg@10"] = metrics["ndcg@10"]
-                    save_model(scored, out / "best", (extra or {}) | {"selected_at": record})
+            validate_epoch(scored, valid, cfg, accelerator, state, {"stage": stage, "epoch": epoch + 1, "train_loss": running},
+                           out / "best", extra)
             state |= {"stage": stage, "epoch": epoch + 1, "step_in_epoch": 0, "refreshed_at": refreshed_at}
             if main: save_training_state(out / "last", model, opt, sched, state, extra or {}, average, sampler, table)
             accelerator.wait_for_everyone()
@@ -370,9 +398,7 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
                "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config),
                "train_steps": state.get("steps", [])}
     if not split.test_locked:                                 # model selection locks the test split: no test then
-        best_dir = complete_directory(out / "best")
-        best = model if best_dir is None else load_model(best_dir, model.texts.items, device=accelerator.device)
-        ranks = example_ranks(best, split.test, cfg, accelerator)
+        ranks = example_ranks(best_model(model, out / "best", accelerator.device), split.test, cfg, accelerator)
         summary = {"lancer": evaluate_ranks(ranks), "test_ranks": ranks.tolist()} | summary
     if main:
         out.mkdir(parents=True, exist_ok=True)
