@@ -60,9 +60,6 @@ else
       --exclude=runs --exclude=checkpoints --exclude=.cache -cf - . | tar -xf - -C "$proj"
 fi
 rm -rf "$proj/_docs" "$proj/_proc"
-# nbdev_docs re-renders README.md when index.ipynb is newer; the README has its own command (nbdev_readme), and its
-# render would leave figures in the folder the site is built into
-touch "$proj/README.md"
 # the copy's `lancer` package wins over an editable install of the repo
 export PYTHONPATH="$proj${PYTHONPATH:+:$PYTHONPATH}"
 nbs="$(cd "$proj" && python -c 'from nbdev.config import get_config; print(get_config().nbs_path)')"
@@ -75,7 +72,10 @@ if [ "$execute" = 1 ]; then
   (cd "$proj" && python "$here/exec_nbs.py" "$nbs" --n_workers "$n_workers")
 fi
 
-# 3. build the site with plain nbdev_docs (quarto -> stand-in)
+# 3. build the site with plain nbdev_docs (quarto -> stand-in). nbdev_docs re-renders README.md when index.ipynb is
+# newer (as it is once executed); the README has its own command (nbdev_readme), and its render would leave figures in
+# the folder the site is built into
+touch "$proj/README.md"
 echo "== nbdev_docs"
 (cd "$proj" && nbdev_docs --n_workers "$n_workers")
 
