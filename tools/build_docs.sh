@@ -69,6 +69,8 @@ if [ "$execute" = 1 ]; then
   echo "== executing notebooks ($n_workers workers)"
   # one OpenMP thread per notebook process when several run at once (oversubscribed cores slow torch down several-fold)
   if [ "$n_workers" -gt 1 ]; then export OMP_NUM_THREADS=1; fi
+  # a static page shows a progress bar as hundreds of lines: none while the docs execute
+  export TQDM_DISABLE=1 HF_DATASETS_DISABLE_PROGRESS_BARS=1
   (cd "$proj" && python "$here/exec_nbs.py" "$nbs" --n_workers "$n_workers")
 fi
 
