@@ -264,7 +264,7 @@ def run(args) -> int:
             from pathlib import Path
             users = "all" if args.users == "all" else [l.strip() for l in Path(args.users).read_text().splitlines() if l.strip()]
             table = recommend_users(args.checkpoint, users, k=args.k, decoding=args.decoding,
-                                    include_seen=args.include_seen, output=args.output)
+                                    include_seen=args.include_seen, output=args.output, progress=not args.quiet)
             print(table.to_string(index=False) if args.output is None else
                   f"{table['user'].nunique()} users, top-{args.k} each -> {args.output}")
             return 0

@@ -176,7 +176,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
 # %% ../nbs/12_pipeline.ipynb #f630d541
 def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: int = 10, num_beams: int = 10,
                     decoding: str = "constrained", include_seen: bool = False, batch_size: int = 32,
-                    output: str | Path | None = None) -> pd.DataFrame:
+                    output: str | Path | None = None, progress: bool = True) -> pd.DataFrame:
     "Top-`k` of many users (`'all'` or raw user ids) from a checkpoint loaded once; optionally written to `output`."
     ds, _, _ = _checkpoint_data(checkpoint)
     wanted = list(ds.users) if users == "all" else [str(u) for u in users]
@@ -188,7 +188,7 @@ def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: i
     model = load_model(checkpoint, ds.items)
     rows = [index[u] for u in wanted]
     ranked, _ = recommend(model, [ds.sequences[r][-model.config.max_history:] for r in rows], k=k, num_beams=num_beams,
-                          decoding=decoding, batch_size=batch_size, progress=True,
+                          decoding=decoding, batch_size=batch_size, progress=progress,
                           exclude=None if include_seen else [np.unique(ds.sequences[r]) for r in rows])
     table = pd.DataFrame([{"user": u, "rank": rank, "item_id": int(i), "raw_id": str(ds.items.raw_id[i]),
                            "display": model.texts.display[i]}
