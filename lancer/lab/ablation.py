@@ -98,7 +98,7 @@ def _trimmed(summary: dict) -> dict:
     return {k: v for k, v in summary.items() if k != "train_steps"}
 
 def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = (0, 1, 2),
-                 output_dir: str | Path = "results/ablation", dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
+                 output_dir: str | Path = "results/lab/ablation", dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                  baselines: bool = True, backbone_config: OfflineBackboneConfig | None = None,
                  train_changes: dict | None = None, min_interactions: int = 5) -> pd.DataFrame:
     """Train every `row` with every seed (skipping runs already on disk) and return `load_ablation(output_dir)`.
@@ -134,7 +134,7 @@ def _baseline_of(row: str) -> str | None:
     base = row.split(",")[0]
     return base if base in BASELINE_NAMES.values() else None
 
-def load_ablation(output_dir: str | Path = "results/ablation") -> pd.DataFrame:
+def load_ablation(output_dir: str | Path = "results/lab/ablation") -> pd.DataFrame:
     """One line per run in `output_dir`: row, seed, validation NDCG@10 and the test metrics, wall time; the baselines
     first (a folder `baselines-*` holds a baseline trained another way, its `variant` added to the row's name), then
     the rows in the order of `ABLATIONS`."""
@@ -222,7 +222,7 @@ def _seeds_to_run(row: str, seeds: Sequence[int], out: Path, dataset: str | SeqD
         ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history)
         yield seed, path, ds, split, config, replace(train_config, **(train_changes or {}))
 
-def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/history-lengths",
+def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/lab/history-lengths",
                         row: str = MAIN_ROW, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                         lengths: Sequence[int] = HISTORY_LENGTHS, train_changes: dict | None = None,
                         baseline_train: dict | None = None, backbone_config: OfflineBackboneConfig | None = None,
@@ -255,7 +255,7 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
                                     "command": command}, indent=2))
     return load_history_lengths(out)
 
-def load_history_lengths(output_dir: str | Path = "results/history-lengths") -> pd.DataFrame:
+def load_history_lengths(output_dir: str | Path = "results/lab/history-lengths") -> pd.DataFrame:
     "One line per (seed, model, history length) from `run_history_lengths`' files."
     lines = [{"seed": run["seed"], "model": model, "history": int(L), **m}
              for path in sorted(Path(output_dir).glob("seed*.json")) for run in [json.loads(path.read_text())]
@@ -296,7 +296,7 @@ PRETRAINED_BACKBONES: dict[str, str] = {      # name: Hugging Face model (downlo
 }
 
 def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[int] = (0,),
-                    output_dir: str | Path = "results/model-size", dataset: str | SeqDataset = "ml-100k",
+                    output_dir: str | Path = "results/lab/model-size", dataset: str | SeqDataset = "ml-100k",
                     data_dir: str | None = None, train_changes: dict | None = None,
                     backbone_changes: dict | None = None, pretrained: dict[str, str] | None = None) -> pd.DataFrame:
     """Train the `item-tokens` preset with each backbone size / epoch budget of `sizes` (names of `MODEL_SIZES` or of
@@ -337,7 +337,7 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
                            f"run_model_sizes([{size!r}], seeds=[{seed}]{changes})\""}, indent=2))
     return load_model_sizes(out)
 
-def load_model_sizes(output_dir: str | Path = "results/model-size") -> pd.DataFrame:
+def load_model_sizes(output_dir: str | Path = "results/lab/model-size") -> pd.DataFrame:
     "One line per run of `run_model_sizes`: size, seed, parameters, minutes (backbone, training) and metrics."
     lines = []
     for path in sorted(Path(output_dir).glob("*/seed*.json")):
@@ -368,7 +368,7 @@ TEMPLATE_PERTURBATIONS: dict[str, dict] = {     # name: TextTemplate changes at 
     "display fields swapped": {"display": "{title} : {genres}"},
 }
 
-def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/template-robustness",
+def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/lab/template-robustness",
                             dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                             perturbations: dict[str, dict] | None = None, train_changes: dict | None = None,
                             backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
@@ -394,7 +394,7 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
                                     "command": f"lancer template-robustness --seeds {seed}"}, indent=2))
     return load_template_robustness(out)
 
-def load_template_robustness(output_dir: str | Path = "results/template-robustness") -> pd.DataFrame:
+def load_template_robustness(output_dir: str | Path = "results/lab/template-robustness") -> pd.DataFrame:
     "One line per (seed, perturbation): its test metrics."
     return _lines_per_seed(output_dir, "template", "template-robustness")
 
@@ -462,10 +462,10 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
                       backbone_config: OfflineBackboneConfig | None = None, min_interactions: int = 5) -> pd.DataFrame:
     """Train LANCER (`row`) on `source`, then on `target` under each of `conditions` (`TRANSFER_CONDITIONS` by default),
     every run on the offline backbone built from `source`; one JSON per seed in `output_dir` (by default
-    `results/cross-dataset/<source>-to-<target>`; seeds on disk are skipped). Returns `load_cross_dataset(output_dir)`."""
+    `results/lab/cross-dataset/<source>-to-<target>`; seeds on disk are skipped). Returns `load_cross_dataset(output_dir)`."""
     conditions = TRANSFER_CONDITIONS if conditions is None else conditions
     names = [d if isinstance(d, str) else d.name for d in (source, target)]
-    out = Path(output_dir) if output_dir is not None else Path("results/cross-dataset") / "-to-".join(map(slug, names))
+    out = Path(output_dir) if output_dir is not None else Path("results/lab/cross-dataset") / "-to-".join(map(slug, names))
     data = None                                         # (source, target, backbone path), once, when a seed needs them
     for seed in seeds:
         path = out / f"seed{seed}.json"
@@ -587,7 +587,7 @@ def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams
                                                      "distinct_items": _distinct_items(beams, mapper)}
     return results
 
-def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/decoding",
+def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/lab/decoding",
                             dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                             checkpoints: dict[int, str | Path] | None = None, train_changes: dict | None = None,
                             backbone_config: OfflineBackboneConfig | None = None) -> pd.DataFrame:
@@ -619,7 +619,7 @@ def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
                                                                                     if reused else "")}, indent=2))
     return load_decoding_comparison(out)
 
-def load_decoding_comparison(output_dir: str | Path = "results/decoding") -> pd.DataFrame:
+def load_decoding_comparison(output_dir: str | Path = "results/lab/decoding") -> pd.DataFrame:
     "One line per (seed, decoding): its test metrics, seconds and distinct items per user."
     return _lines_per_seed(output_dir, "decoding", "decoding-comparison",
                            key=lambda k: k if k.endswith(("_s", "items")) else f"test_{k}")

@@ -254,7 +254,7 @@ QUALITY_RUNS = {"exact": "text-constrained-beams-paper-s-model",                
 TRAINING_VARIANTS = {"cached": "cached item representations", "grouped": "length-grouped batches",   # timed besides
                      "grouped_cached": "length-grouped batches, cached item representations"}       # the exact path
 
-def training_quality(results_dir: str | Path | None = "results/ablation") -> dict:
+def training_quality(results_dir: str | Path | None = "results/lab/old-protocol/ablation") -> dict:
     """Best validation and test NDCG@10 (mean, std and per seed) of the text preset trained with exact and with cached
     item representations, and with length-grouped batches, on ML-100K, read from the ablation rows' result files
     (`QUALITY_RUNS`) under `results_dir` (a row not run yet is left out)."""
@@ -273,7 +273,7 @@ def training_quality(results_dir: str | Path | None = "results/ablation") -> dic
 
 def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench/results.json",
               ds: SeqDataset | None = None, progress: bool = True,
-              results_dir: str | Path | None = "results/ablation") -> dict:
+              results_dir: str | Path | None = "results/lab/old-protocol/ablation") -> dict:
     "Measure both paths (see the notebook); return the report and write it to `output` as JSON."
     cfg = cfg or BenchConfig()
     say = print if progress else (lambda *a, **k: None)
