@@ -12,7 +12,7 @@ import sys
 from . import __version__
 
 # %% auto #0
-__all__ = ['DATASETS', 'PRESETS', 'MAIN_PRESET', 'BASELINES', 'build_parser', 'run', 'main']
+__all__ = ['DATASETS', 'PRESETS', 'MAIN_PRESET', 'BASELINES', 'build_parser', 'run', 'console', 'main']
 
 # %% ../nbs/14_cli.ipynb #4c7529fa
 DATASETS = ("ml-100k", "ml-1m", "mind-small", "goodreads-poetry")
@@ -317,11 +317,10 @@ def _configure_output(quiet: bool = False, verbose: bool = False) -> None:
     if quiet: os.environ["TQDM_DISABLE"] = "1"                        # every progress bar that does not set its own
 
 # %% ../nbs/14_cli.ipynb #78693a08
-def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `lancer` console script."
-    parser = build_parser()
+def console(parser: argparse.ArgumentParser, run, argv: list[str] | None = None) -> int:
+    "Parse `argv` and `run` the command; the library's expected errors become one line `<prog>: error: ...` (exit 2)."
     args = parser.parse_args(argv)
-    _configure_output(args.quiet, args.verbose)
+    _configure_output(getattr(args, "quiet", False), getattr(args, "verbose", False))
     from lancer.data import DataFormatError, DownloadError
     from lancer.backbone import BackboneError
     from lancer.training import RunLockedError
@@ -330,8 +329,12 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyError, ValueError, OSError, DataFormatError, DownloadError, BackboneError, RunLockedError) as e:
         if args.debug: raise
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
-        print(f"lancer: error: {msg}", file=sys.stderr)
+        print(f"{parser.prog}: error: {msg}", file=sys.stderr)
         return 2
+
+def main(argv: list[str] | None = None) -> int:
+    "Entry point of the `lancer` console script."
+    return console(build_parser(), run, argv)
 
 # %% ../nbs/14_cli.ipynb #a3ca1c0d
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # a module run, not this notebook

@@ -23,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
+from importlib.resources import files
 from pathlib import Path
 
 import numpy as np
@@ -438,10 +439,13 @@ def read_table(path: str | Path) -> pd.DataFrame:
     except Exception as e: raise DataFormatError(f"{path}: cannot be read as {fmt[0]}: {e}") from None
     return table.to_pandas()
 
+def _line(path: Path, k: int) -> int:
+    "The line of row `k` (from 0) of a table in its file: after the header of a CSV/TSV; a JSON line or Parquet row as is."
+    return k + 2 if path.suffix.lower() in (".csv", ".tsv") else k + 1
+
 def _row_name(path: Path, k: int) -> str:
-    "Where row `k` (from 0) of a table sits in its file: a line (after the header of a CSV/TSV), or a Parquet row."
-    if path.suffix.lower() == ".parquet": return f"row {k + 1}"
-    return f"line {k + 2 if path.suffix.lower() in ('.csv', '.tsv') else k + 1}"
+    "Where row `k` (from 0) of a table sits in its file, in words: a line, or a Parquet row."
+    return f"{'row' if path.suffix.lower() == '.parquet' else 'line'} {_line(path, k)}"
 
 def _text_column(df: pd.DataFrame, column: str, path: Path, required: bool = True) -> list[str]:
     "A column as strings (integral floats without '.0'); an error naming the file and line of the first missing value."
@@ -480,14 +484,14 @@ def load_files(interactions: str | Path, items: str | Path, user: str = "user_id
     users = _text_column(inter, user, inter_path)
     item_raw = _text_column(inter, item, inter_path)
     times = _times(_text_column(inter, time, inter_path), inter_path, time)
-    lines = [k + 2 if inter_path.suffix.lower() in (".csv", ".tsv") else k + 1 for k in range(len(inter))]
+    lines = [_line(inter_path, k) for k in range(len(inter))]
     ds = build_sequences(name or items_path.resolve().parent.name, items_frame, users, item_raw, times, lines,
                          inter_path, duplicates)
     source = dict(interactions=str(inter_path.resolve()), items=str(items_path.resolve()), user=user, item=item,
                   time=time, text=list(text), name=ds.name, duplicates=duplicates)
     return replace(ds, text_columns=tuple(text), source=source)
 
-EXAMPLE_CATALOGUE = Path(__file__).parent / "examples" / "recipes" if "__file__" in globals() else Path("../lancer/examples/recipes")
+EXAMPLE_CATALOGUE = Path(str(files("lancer") / "examples" / "recipes"))       # shipped with the package
 
 # %% ../nbs/00_data.ipynb #8af35e18
 class DownloadError(OSError):

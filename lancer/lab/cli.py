@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from .. import __version__
-from ..cli import DATASETS, _Parser, _count, _override, _positive, _configure_output
+from ..cli import DATASETS, _Parser, _count, _override, _positive, console
 
 # %% auto #0
 __all__ = ['build_parser', 'run', 'main']
@@ -89,14 +89,8 @@ def run(args) -> int:
     return 0
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `lancer-lab` console script."
-    args = build_parser().parse_args(argv)
-    _configure_output()
-    try: return run(args)
-    except (KeyError, ValueError, OSError) as e:
-        if args.debug: raise
-        print(f"lancer-lab: error: {e.args[0] if isinstance(e, KeyError) and e.args else e}", file=sys.stderr)
-        return 2
+    "Entry point of the `lancer-lab` console script (errors as one line, like `lancer`'s: notebook 14's `console`)."
+    return console(build_parser(), run, argv)
 
 # %% ../../nbs/lab/03_cli.ipynb #decd1724
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # a module run, not this notebook
