@@ -18,7 +18,8 @@ from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
-from .data import atomic_directory, default_cache_dir, sha256sum
+from .data import atomic_directory
+from .download import default_cache_dir, sha256sum
 
 # %% auto #0
 __all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',

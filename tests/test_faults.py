@@ -263,7 +263,8 @@ def ml100k_files(folder: Path, data: str, item_bytes: bytes | None = None) -> Pa
 
 
 def test_user_ids_are_normalised_or_refused(tmp_path):
-    from lancer.data import DataFormatError, load_ml100k
+    from lancer.data import DataFormatError
+    from lancer.datasets import load_ml100k
     d = ml100k_files(tmp_path / "a", "196 \t1\t3\t10\n0196\t2\t3\t20\n+196\t1\t4\t30\n")
     ds = load_ml100k(d, duplicates="keep")
     assert ds.users == ["196"] and ds.n_interactions == 3                   # one user, whatever the spelling
@@ -273,7 +274,8 @@ def test_user_ids_are_normalised_or_refused(tmp_path):
 
 
 def test_duplicate_rows_are_counted_and_follow_the_policy(tmp_path):
-    from lancer.data import DataFormatError, load_ml100k
+    from lancer.data import DataFormatError
+    from lancer.datasets import load_ml100k
     d = ml100k_files(tmp_path, "1\t1\t3\t10\n1\t2\t3\t20\n1\t1\t3\t10\n1\t1\t5\t30\n")
     with pytest.warns(UserWarning, match=r"1 rows repeat an earlier \(user, item, time\) exactly \(first at line 3\); dropped"):
         assert load_ml100k(d).n_interactions == 3                            # the repeat at another time is kept
@@ -283,7 +285,7 @@ def test_duplicate_rows_are_counted_and_follow_the_policy(tmp_path):
 
 
 def test_items_are_read_as_utf8_first_then_latin1_with_a_notice(tmp_path):
-    from lancer.data import load_ml100k
+    from lancer.datasets import load_ml100k
     ds = load_ml100k(ml100k_files(tmp_path / "utf8", "1\t1\t3\t10\n1\t2\t3\t20\n"))
     assert ds.items.title[0] == "Misérables, Les (1995)"                     # no mojibake
     latin = ml100k_files(tmp_path / "latin", "1\t1\t3\t10\n1\t2\t3\t20\n",
@@ -294,7 +296,8 @@ def test_items_are_read_as_utf8_first_then_latin1_with_a_notice(tmp_path):
 
 
 def test_unreadable_places_and_values_are_named(tmp_path):
-    from lancer.data import DataFormatError, load_ml100k
+    from lancer.data import DataFormatError
+    from lancer.datasets import load_ml100k
     d = ml100k_files(tmp_path / "a", "1\t1\t3\t10\n")
     (d / "u.data").unlink(); (d / "u.data").mkdir()
     with pytest.raises(DataFormatError, match=r"u.data: is a folder, not a file"):
@@ -306,7 +309,8 @@ def test_unreadable_places_and_values_are_named(tmp_path):
 
 def test_null_titles_and_byte_order_marks(tmp_path):
     import shutil
-    from lancer.data import DataFormatError, load_goodreads, load_mind
+    from lancer.data import DataFormatError
+    from lancer.datasets import load_goodreads, load_mind
     g = tmp_path / "goodreads"; shutil.copytree(HERE / "fixtures" / "goodreads", g)
     books = sorted(g.glob("goodreads_books*"))[0]
     import gzip
@@ -334,7 +338,7 @@ def test_damaged_checkpoints_are_named(inits, tmp_path, damage):
 
 
 def test_a_last_line_without_line_end_is_reported(tmp_path):
-    from lancer.data import load_ml100k
+    from lancer.datasets import load_ml100k
     d = ml100k_files(tmp_path, "1\t1\t3\t10\n1\t2\t3\t8812")                   # a copy cut short inside the timestamp
     with pytest.warns(UserWarning, match=r"u.data: the last line \(2\) has no line end; the file may be truncated"):
         load_ml100k(d)

@@ -170,7 +170,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 ])
 def test_templates_and_split_on_fixture_datasets(name, loader, folder):
     "Every item of each dataset's fixture has the fields its template needs; the split works on a real SeqDataset."
-    data = pytest.importorskip("lancer.data")
+    data = pytest.importorskip("lancer.datasets")
     ds = getattr(data, loader)(FIXTURES / folder)
     t = template_for(name)
     names = t.display_strings(ds.items)
@@ -178,7 +178,7 @@ def test_templates_and_split_on_fixture_datasets(name, loader, folder):
     for _, row in ds.items.iterrows():
         context, target = t.knowledge_text(row)
         assert context.endswith("title : ") and target == " ".join(str(row["title"]).split())
-    ds3, _ = data.filter_min_interactions(ds, 3)
+    ds3, _ = pytest.importorskip("lancer.data").filter_min_interactions(ds, 3)
     sp = leave_one_out(ds3)
     assert sp.n_users == ds3.n_users and sp.n_items == ds3.n_items  # filtering may also re-index the catalogue
     names = t.display_strings(ds3.items)

@@ -303,7 +303,7 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
     `pretrained`, by default `PRETRAINED_BACKBONES`) and each seed (runs already on disk are skipped); one JSON per run in
     `output_dir/<size>/seed<k>.json`. `train_changes` apply to every run (e.g. bf16 on a GPU, or short test runs),
     `backbone_changes` to every offline backbone. Returns `load_model_sizes(output_dir)`."""
-    from lancer.backbone import load_backbone, sentence_encoder
+    from lancer.backbone import load_backbone
     pretrained = PRETRAINED_BACKBONES if pretrained is None else pretrained
     for size in sizes:
         if size not in MODEL_SIZES and size not in pretrained:

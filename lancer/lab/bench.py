@@ -20,6 +20,7 @@ from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import GenerationConfig
 
+from ..data import SeqDataset
 from ..backbone import OfflineBackboneConfig, as_cache, backbone_corpus, build_offline_backbone
 from ..generation import left_pad, position_ids
 from ..knowledge import pool_hidden
