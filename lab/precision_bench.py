@@ -63,7 +63,7 @@ def main():
     args = p.parse_args()
     torch.manual_seed(0)
     ds, split = prepare_data("ml-100k")
-    config, train_config = preset("item-tokens", 0)
+    config, head, train_config = preset("item-tokens", 0)
     examples = training_examples(split)[:args.batch_size]
     peaks = {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)}
     report = {"command": "python lab/precision_bench.py " + " ".join(f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
@@ -71,9 +71,9 @@ def main():
               "threads": torch.get_num_threads(), "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
               "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}, "rows": []}
     for name in args.backbones:
-        model = build_model(ds, name, config, OfflineBackboneConfig(), split=split, seed=0)
+        model = build_model(ds, name, config, OfflineBackboneConfig(), split=split, seed=0, head=head)
         model.set_stage(2)
-        batch = sequence_batch(model.texts, examples, config.max_history, model.pad_id, config.loss_on, config.item_tokens)
+        batch = sequence_batch(model.texts, examples, config.max_history, model.pad_id, head)
         for precision in ("fp32", "bf16"):
             row = step_timing(model, batch, precision == "bf16", args.steps)
             gflops = row["gflop"] / row["step_s"]

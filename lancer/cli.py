@@ -204,11 +204,15 @@ def _window_stride(args, base_config, base_train) -> int | None:
 def _configs(args) -> tuple:
     from lancer.backbone import OfflineBackboneConfig
     from lancer.pipeline import preset
-    base_config, base_train = preset(args.preset, args.seed)
-    config = _override(base_config, max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr,
-                       loss_on=args.loss_on, item_tokens=args.item_tokens, item_encoder=args.item_encoder,
-                       label_smoothing=args.label_smoothing, lm_dropout=args.lm_dropout,
-                       reasoning_prompt=False if args.no_reasoning_prompt else None, shared_kv=True if args.shared_kv else None)
+    from lancer.checkpoints import HEAD_OPTIONS, model_options, model_parts
+    base_config, base_head, base_train = preset(args.preset, args.seed)
+    given = dict(max_history=args.max_history, n_prefix=args.n_prefix, item_repr=args.item_repr, loss_on=args.loss_on,
+                 item_tokens=args.item_tokens, item_encoder=args.item_encoder, label_smoothing=args.label_smoothing,
+                 lm_dropout=args.lm_dropout, reasoning_prompt=False if args.no_reasoning_prompt else None,
+                 shared_kv=True if args.shared_kv else None)
+    options = model_options(base_config, base_head) | {k: v for k, v in given.items() if v is not None}
+    if options["item_tokens"] == "none":                       # a preset's item-token settings do not carry over to text
+        options |= {k: HEAD_OPTIONS[k] for k in ("label_smoothing", "item_token_init") if given.get(k) is None}
     train_config = _override(base_train, epochs_stage1=args.epochs_stage1, epochs_stage2=args.epochs_stage2,
                              batch_size=args.batch_size, lr_stage2=args.lr, lr_stage1=args.lr_stage1,
                              grad_accum=args.grad_accum, mixed_precision=args.mixed_precision,
@@ -222,7 +226,7 @@ def _configs(args) -> tuple:
     backbone_config = _override(OfflineBackboneConfig(), n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 epochs=args.pretrain_epochs, seed=args.seed,
                                 sequences=args.pretrain_on_sequences)
-    return config, train_config, backbone_config
+    return model_parts(options), train_config, backbone_config
 
 def _print_metrics(metrics: dict):
     print("  ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
@@ -247,11 +251,11 @@ def run(args) -> int:
         print(results_table(metrics).to_string(float_format=lambda v: f"{v:.4f}"))
     elif args.command == "train":
         from lancer.pipeline import train_lancer
-        config, train_config, backbone_config = _configs(args)
+        (config, head, switches), train_config, backbone_config = _configs(args)
         summary = train_lancer(_dataset(args), args.output_dir, args.backbone, args.data_dir, config, train_config,
                                backbone_config, args.device, args.resume, args.protocol, args.min_interactions,
                                force=args.force_resume, command="lancer " + " ".join(sys.argv[1:]),
-                               duplicates=args.duplicates)
+                               duplicates=args.duplicates, head=head, switches=switches)
         print(f"test ({summary['wall_time_s']:.0f} s, peak memory {summary['peak_memory_mb']:.0f} MB):")
         _print_metrics(summary["lancer"])
     elif args.command == "evaluate":

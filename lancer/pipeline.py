@@ -23,8 +23,9 @@ from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fin
                          filter_min_interactions, load_files, write_atomic)
 from .download import default_cache_dir, load_dataset
 from .metrics import compare_models, ndcg_at_k, results_table
-from .model import (ItemTexts, LancerConfig, LancerModel, load_knowledge_prompt, load_model,
-                          write_pretrained_extras)
+from .model import ItemTexts, LancerConfig, LancerModel, Switches, TextHead
+from .item_tokens import ItemTokenHead
+from .checkpoints import load_knowledge_prompt, load_model, model_parts, write_pretrained_extras
 from .recommend import display_mapper, recommend
 from .protocol import Split, TextTemplate, dataset_template, leave_one_out
 from .training import TrainConfig, evaluate_examples, logger, peak_memory_mb, run_lock, train
@@ -59,10 +60,11 @@ def offline_backbone_path(ds: SeqDataset, template: TextTemplate, cfg: OfflineBa
 
 def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig | None = None,
                 backbone_config: OfflineBackboneConfig | None = None, template: TextTemplate | None = None,
-                cache_dir: str | Path | None = None, split: Split | None = None, seed: int = 0) -> LancerModel:
-    """A fresh `LancerModel` for `ds`: two copies of the backbone (knowledge LM + generating LM) and new prompts,
-    initialised from `seed` (the same whether the offline backbone was just built or came from the cache); the offline
-    backbone is pretrained with `seed` too."""
+                cache_dir: str | Path | None = None, split: Split | None = None, seed: int = 0,
+                head: TextHead | ItemTokenHead | None = None, switches: Switches | None = None) -> LancerModel:
+    """A fresh `LancerModel` for `ds` with `head` (default: the paper's `TextHead`) and `switches`: two copies of the
+    backbone (knowledge LM + generating LM) and new prompts, initialised from `seed` (the same whether the offline
+    backbone was just built or came from the cache); the offline backbone is pretrained with `seed` too."""
     config = config or LancerConfig()
     template = template or dataset_template(ds)
     path = offline_backbone_path(ds, template, replace(backbone_config or OfflineBackboneConfig(), seed=seed), cache_dir,
@@ -71,7 +73,7 @@ def build_model(ds: SeqDataset, backbone: str = "offline", config: LancerConfig 
     knowledge_lm, _ = load_backbone(path)
     texts = ItemTexts(ds.items, template, tokenizer, config.max_item_tokens, config.max_knowledge_tokens)
     torch.manual_seed(seed)
-    model = LancerModel(lm, knowledge_lm, tokenizer, texts, config)
+    model = LancerModel(lm, knowledge_lm, tokenizer, texts, config, head, switches)
     if backbone != "offline":                       # checkpoints reference a pretrained frozen knowledge LM, not copy it
         model.backbone_source = str(packaged_backbone_path(backbone) if backbone in PACKAGED_BACKBONES else backbone)
     return model
@@ -82,10 +84,12 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  backbone_config: OfflineBackboneConfig | None = None, device: str = "auto", resume: bool = False,
                  protocol: str = "default", min_interactions: int = 5,
                  knowledge_prompt_from: str | Path | None = None, lock_test: bool = False, force: bool = False,
-                 command: str | None = None, duplicates: str = "drop") -> dict:
-    """Train LANCER on `dataset` and evaluate the validation-selected checkpoint on the test split once.
-    `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose knowledge prompt the model starts
-    with; with `LancerConfig(freeze_knowledge_prompt=True)` it is kept as it is (cross-dataset transfer, the lab's ablation notebook)."""
+                 command: str | None = None, duplicates: str = "drop", head: TextHead | ItemTokenHead | None = None,
+                 switches: Switches | None = None) -> dict:
+    """Train LANCER (`config`, `head`, `switches`: see `build_model`) on `dataset` and evaluate the validation-selected
+    checkpoint on the test split once. `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose
+    knowledge prompt the model starts with; with `Switches(freeze_knowledge_prompt=True)` it is kept as it is
+    (cross-dataset transfer, the lab's ablation notebook)."""
     t0 = time.time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
@@ -99,7 +103,8 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
                  "knowledge_prompt_from": None if knowledge_prompt_from is None else str(knowledge_prompt_from),
                  "source": ds.source}                                         # your own files: how to read them again
         if resume: _check_same_data(Path(output_dir) / "last", extra)
-        model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed)
+        model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed, head=head,
+                            switches=switches)
         if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
         summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra, force=force)
     summary["total_wall_time_s"] = round(time.time() - t0, 1)
@@ -161,7 +166,7 @@ def recommend_for_user(checkpoint: str | Path, user: str, k: int = 10, num_beams
     u = ds.users.index(user)
     model = load_model(checkpoint, ds.items)
     history = ds.sequences[u][-model.config.max_history:]
-    mapper = display_mapper(model) if model.config.item_tokens == "none" else None
+    mapper = display_mapper(model) if isinstance(model.head, TextHead) else None
     seen = None if include_seen else [np.unique(ds.sequences[u])]
     ranked, beams = recommend(model, [history], k=k, num_beams=num_beams, decoding=decoding, mapper=mapper,
                               exclude=seen, progress=False)
@@ -204,19 +209,20 @@ def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: i
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")
 MAIN_PRESET = "item-tokens"                                   # `lancer main` without a selection record
 
-def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TrainConfig]:
-    "The model and training configuration of preset `name` (one of `PRESETS`), with `seed`."
-    if name == "text": return LancerConfig(), TrainConfig(seed=seed)
+def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TextHead | ItemTokenHead, TrainConfig]:
+    "The model configuration, head and training configuration of preset `name` (one of `PRESETS`), with `seed`."
+    if name == "text": return LancerConfig(), TextHead(), TrainConfig(seed=seed)
     if name == "item-tokens":
-        config = LancerConfig(item_tokens="instead", loss_on="all", item_encoder="minilm", label_smoothing=0.1)
-        return config, TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3, windows_per_user=0,
-                                   window_stride=config.max_history, item_reps="cached", valid_users=0, seed=seed)
+        config, head = LancerConfig(item_encoder="minilm"), ItemTokenHead(loss_on="all", label_smoothing=0.1)
+        return config, head, TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3,
+                                         windows_per_user=0, window_stride=config.max_history, item_reps="cached",
+                                         valid_users=0, seed=seed)
     if name == "item-tokens-overlapping":
-        config, train_config = preset("item-tokens", seed)
-        return config, replace(train_config, window_stride=2, epochs_stage2=5)
+        config, head, train_config = preset("item-tokens", seed)
+        return config, head, replace(train_config, window_stride=2, epochs_stage2=5)
     if name == "item-tokens-overlapping-short":
-        config, train_config = preset("item-tokens-overlapping", seed)
-        return config, replace(train_config, epochs_stage1=1, epochs_stage2=3)
+        config, head, train_config = preset("item-tokens-overlapping", seed)
+        return config, head, replace(train_config, epochs_stage1=1, epochs_stage2=3)
     raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
 
 # %% ../nbs/12_pipeline.ipynb #8b391796
@@ -252,11 +258,12 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
     from lancer.baselines import BASELINES, run_baselines
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     records = {m: _selection(selection_dir, m) for m in ("lancer", *BASELINES)}
-    config, train_config = preset(preset_name or MAIN_PRESET, seed)
+    config, head, train_config = preset(preset_name or MAIN_PRESET, seed)
+    switches = Switches()
     if preset_name is not None: records["lancer"] = None
     if records["lancer"] is not None:
         chosen = chosen_config(records["lancer"])
-        config, train_config = LancerConfig(**chosen["model"]), TrainConfig(**chosen["train"] | {"seed": seed})
+        (config, head, switches), train_config = model_parts(chosen["model"]), TrainConfig(**chosen["train"] | {"seed": seed})
     t0 = time.time()
     if isinstance(dataset, str): dataset = load_dataset(dataset, data_dir, duplicates=duplicates)   # read once, for all
     metrics, ranks, valid, timing = {}, {}, {}, {}
@@ -271,7 +278,7 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
     timing["baselines"] = round(time.time() - t0, 1)
     t1 = time.time()
     summary = train_lancer(dataset, out / "lancer", "offline", data_dir, config, train_config, backbone_config,
-                           duplicates=duplicates)
+                           duplicates=duplicates, head=head, switches=switches)
     metrics["lancer"], ranks["lancer"] = summary["lancer"], summary["test_ranks"]
     timing["lancer"] = round(time.time() - t1, 1)
     timing["total"] = round(time.time() - t0, 1)

@@ -12,7 +12,8 @@ from .generation import ItemTrie, generate
 from .mapping import EmbeddingMapper, rank_items, word_embedding_encoder
 from .metrics import topk_from_scores
 from .knowledge import prefixed_hidden
-from .model import LancerModel, catalogue_logits, history_tensor, sequence_ids, sequence_slots
+from .model import LancerModel, history_tensor, sequence_ids, sequence_slots
+from .item_tokens import ItemTokenHead, catalogue_logits
 from .protocol import pad_rows
 
 # %% auto #0
@@ -46,8 +47,8 @@ def item_trie(model: LancerModel) -> ItemTrie:
 def score_catalogue(model: LancerModel, histories: list, prefix: list, prefix_mask: Tensor) -> Tensor:
     "Item-token models: scores `[B, N]` of every catalogue item as the next item of each history, from one forward pass."
     recent = [list(h)[-model.config.max_history:] for h in histories]
-    rows = [sequence_ids(model.texts, h, model.config.item_tokens) for h in recent]
-    slots = pad_rows([sequence_slots(model.texts, h, model.config.item_tokens) for h in recent], 0)
+    rows = [sequence_ids(model.texts, h, model.head) for h in recent]
+    slots = pad_rows([sequence_slots(model.texts, h, model.head) for h in recent], 0)
     ids, mask = pad_rows(rows, model.pad_id).to(model.device), pad_rows([[1] * len(r) for r in rows], 0).to(model.device)
     hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask,
                              model.prefix_attention(prefix_mask, mask, slots))             # [B, T, d]
@@ -67,7 +68,7 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
     apply); their "beams" are the top `num_beams` items' strings."""
     from tqdm.auto import tqdm
     if decoding not in DECODINGS: raise ValueError(f"decoding must be one of {DECODINGS}, got {decoding!r}")
-    by_token = model.config.item_tokens != "none"
+    by_token = isinstance(model.head, ItemTokenHead)
     trie = item_trie(model) if decoding == "constrained" and not by_token else None
     was_training = model.training
     model.eval()
@@ -85,7 +86,7 @@ def recommend(model: LancerModel, histories: list, k: int = 10, num_beams: int =
             ranked += top
             beams += [[model.texts.display[i] for i in r[:num_beams]] for r in top]
             continue
-        recent = [sequence_ids(model.texts, list(h)[-model.config.max_history:]) for h in chunk]
+        recent = [sequence_ids(model.texts, list(h)[-model.config.max_history:], model.head) for h in chunk]
         prompts = [model.tokenizer.decode(ids, skip_special_tokens=True) for ids in recent]  # generate adds the start back
         texts = generate(model.lm, model.tokenizer, prefix, prefix_mask, prompts, num_beams=num_beams,
                          max_new_tokens=model.config.max_item_tokens, stop=model.texts.template.separator.rstrip(),

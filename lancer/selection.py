@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from .baselines import TrainConfig as BaselineTrainConfig, build_baseline, model_ranks, train_baseline
 from .data import SeqDataset, write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
-from .model import LancerConfig, load_model
+from .checkpoints import model_options, model_parts
+from .checkpoints import load_model
 from .pipeline import chosen_config, prepare_data, preset, train_lancer
 from .training import TrainConfig, example_ranks
 
@@ -39,11 +40,11 @@ _LANCER = {  # name -> (preset, model overrides, training overrides)
 }
 
 def lancer_candidates() -> dict[str, dict]:
-    "LANCER's candidates, `{name: {'model': LancerConfig fields, 'train': TrainConfig fields}}`."
+    "LANCER's candidates, `{name: {'model': model options (`model_options`), 'train': TrainConfig fields}}`."
     out = {}
     for name, (preset_name, model, train) in _LANCER.items():
-        config, train_config = preset(preset_name)
-        out[name] = {"model": asdict(replace(config, **model)), "train": asdict(replace(train_config, **train))}
+        config, head, train_config = preset(preset_name)
+        out[name] = {"model": model_options(config, head) | model, "train": asdict(replace(train_config, **train))}
     return out
 
 BASELINE_GRID = {"label_smoothing": (0.0, 0.1), "n_embd": (64, 128), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
@@ -81,9 +82,10 @@ def run_candidate(model: str, name: str, config: dict, seed: int, dataset: str |
     if path.exists(): return json.loads(path.read_text())
     run_dir, t0, c0 = runs_dir / slug(name) / f"seed{seed}", time.time(), time.process_time()
     if model == "lancer":
-        config_ = LancerConfig(**config["model"] | {"max_history": max_history})
+        config_, head, switches = model_parts(config["model"] | {"max_history": max_history})
         summary = train_lancer(dataset, run_dir, "offline", data_dir, config_,
-                               TrainConfig(**config["train"] | {"seed": seed, "progress": False}), lock_test=True)
+                               TrainConfig(**config["train"] | {"seed": seed, "progress": False}), lock_test=True,
+                               head=head, switches=switches)
         valid = summary["best_valid_ndcg@10"]
     else:
         _, split = prepare_data(dataset, data_dir, max_history=max_history)
@@ -133,8 +135,8 @@ def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_hist
     if model == "lancer":
         train = TrainConfig(**config["train"] | {"seed": seed, "progress": False})
         if not (run_dir / "best" / "lancer.json").exists():
-            train_lancer(dataset, run_dir, "offline", data_dir, LancerConfig(**config["model"] | {"max_history": max_history}),
-                         train, lock_test=True)
+            config_, head, switches = model_parts(config["model"] | {"max_history": max_history})
+            train_lancer(dataset, run_dir, "offline", data_dir, config_, train, lock_test=True, head=head, switches=switches)
         return example_ranks(load_model(run_dir / "best", ds.items), split.test, train)
     overrides, train = _baseline(model, config, seed)
     if (run_dir / "model.safetensors").exists():

@@ -30,7 +30,8 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 from .metrics import evaluate_ranks, target_ranks
 from .backbone import warmup_cosine
 from .data import atomic_directory, complete_directory, write_atomic
-from .model import ItemTexts, LancerModel, load_model, save_model, sequence_batch, sequence_ids, write_model
+from .model import ItemTexts, LancerModel, TextHead, sequence_batch, sequence_ids
+from .checkpoints import load_model, model_options, save_model, write_model
 from .recommend import catalogue_representations, recommend
 from .protocol import Example, Split, training_examples
 
@@ -106,10 +107,11 @@ def rule_dataset(n_users: int = 40, n_items: int = 12, length: int = 8, seed: in
     return SeqDataset("rule", items, [f"u{u}" for u in range(n_users)], seqs)
 
 # %% ../nbs/11_training.ipynb #9113d0a2
-def sequence_lengths(texts: ItemTexts, examples: list[Example], max_history: int, item_tokens: str = "none") -> list[int]:
+def sequence_lengths(texts: ItemTexts, examples: list[Example], max_history: int, head: TextHead | None = None) -> list[int]:
     "Tokens of each example's row in `sequence_batch`: the prompt of its last `max_history` items, then its target."
-    target = (lambda ex: len(texts.display_ids[int(ex.target)]) + 1) if item_tokens == "none" else (lambda ex: 1)
-    return [len(sequence_ids(texts, list(ex.history)[-max_history:], item_tokens)) + target(ex) for ex in examples]
+    head = head or TextHead()
+    return [len(sequence_ids(texts, list(ex.history)[-max_history:], head)) + len(head.target_ids(texts, int(ex.target)))
+            for ex in examples]
 
 def epoch_order(n_examples: int, batch_size: int, generator: torch.Generator, lengths: list[int] | None = None) -> list[int]:
     "The examples' order in one epoch: a random permutation, or with `lengths` one grouped into batches of similar length."
@@ -310,10 +312,10 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     examples = select_examples(split, cfg)
     if not examples: raise ValueError("no training examples: every user's training part is shorter than 2 items")
     valid = validation_examples(split, cfg)
-    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.config.item_tokens) \
+    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.head) \
         if cfg.group_by_length else None
     collate = partial(sequence_batch, model.texts, max_history=model.config.max_history, pad_id=model.pad_id,
-                      loss_on=model.config.loss_on, item_tokens=model.config.item_tokens)
+                      head=model.head)
     settings = {k: v for k, v in asdict(cfg).items() if k not in RESUMABLE_CHANGES}
     state = {"stage": 1, "epoch": 0, "step_in_epoch": 0, "global_step": 0, "best_ndcg@10": -1.0, "history": [], "steps": [],
              "settings": settings, "refreshed_at": 0, "running": None}
@@ -395,8 +397,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     accelerator.wait_for_everyone()
     summary = {"valid_history": state["history"], "best_valid_ndcg@10": state["best_ndcg@10"],
                "wall_time_s": round(time.time() - t0, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
-               "train_examples": len(examples), "config": asdict(cfg), "model_config": asdict(model.config),
-               "train_steps": state.get("steps", [])}
+               "train_examples": len(examples), "config": asdict(cfg), "train_steps": state.get("steps", []),
+               "model_config": model_options(model.config, model.head, model.switches)}
     if not split.test_locked:                                 # model selection locks the test split: no test then
         ranks = example_ranks(best_model(model, out / "best", accelerator.device), split.test, cfg, accelerator)
         summary = {"lancer": evaluate_ranks(ranks), "test_ranks": ranks.tolist()} | summary

@@ -30,7 +30,8 @@ def main():
     torch.set_num_threads(1)
 
     from accelerate import Accelerator
-    from lancer.model import load_model, sequence_batch
+    from lancer.checkpoints import load_model
+    from lancer.model import sequence_batch
     from lancer.protocol import leave_one_out, training_examples
     from lancer.training import TrainConfig, rule_dataset, train
 

@@ -32,7 +32,7 @@ def main():
     p.add_argument("--resume", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     from lancer.protocol import leave_one_out
     from lancer.training import rule_dataset, run_lock, train
     ds = rule_dataset(n_users=16)

@@ -5,7 +5,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
-from dataclasses import replace
 
 import pytest
 import torch
@@ -14,7 +13,9 @@ from lancer.lab.ablation import (DECODING_ROW, compare_decodings, decoding_table
                              run_decoding_comparison, text_mappers)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.metrics import evaluate
-from lancer.model import LancerConfig, save_model
+from lancer.model import LancerConfig
+from lancer.item_tokens import ItemTokenHead
+from lancer.checkpoints import save_model
 from lancer.recommend import recommend
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out
@@ -54,12 +55,11 @@ def test_every_decoding_gives_a_full_top10(text_model):
 
 def test_compare_decodings_needs_a_text_model(text_model):
     model, split = text_model
-    item_model = replace(model.config, item_tokens="instead")
-    model.config, saved = item_model, model.config
+    model.head, saved = ItemTokenHead(), model.head
     try:
         with pytest.raises(ValueError, match="text model"): compare_decodings(model, split.test, progress=False)
     finally:
-        model.config = saved
+        model.head = saved
 
 
 def test_run_decoding_comparison_writes_reads_and_checks_checkpoints(tmp_path, monkeypatch, text_model):
@@ -74,7 +74,7 @@ def test_run_decoding_comparison_writes_reads_and_checks_checkpoints(tmp_path, m
     assert runs["test_ndcg@10"].between(0, 1).all()
     model, _ = text_model                                                 # another configuration than the row's
     save_model(model, tmp_path / "other")
-    assert model.config != row_configs(DECODING_ROW)[0]
+    assert model.config != row_configs(DECODING_ROW)[0]["config"]
     with pytest.raises(ValueError, match="configuration"):
         run_decoding_comparison([1], tmp_path / "out", ds, checkpoints={1: tmp_path / "other"}, train_changes=TRAIN,
                                 backbone_config=TINY)

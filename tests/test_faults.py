@@ -21,7 +21,9 @@ from safetensors.torch import load_file
 
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import build_parser, main
-from lancer.model import LancerConfig, save_model
+from lancer.model import LancerConfig
+from lancer.item_tokens import ItemTokenHead
+from lancer.checkpoints import save_model
 from lancer.pipeline import build_model, offline_backbone_path, train_lancer
 from lancer.protocol import template_for
 from lancer.training import RunLockedError, TrainConfig, rule_dataset, run_lock
@@ -45,8 +47,8 @@ def inits(tmp_path_factory):
     cache, out = tmp_path_factory.mktemp("cache"), tmp_path_factory.mktemp("init")
     ds = rule()
     text = build_model(ds, "offline", LancerConfig(n_prefix=3, max_history=4, attn_heads=2), TINY, cache_dir=cache)
-    items = build_model(ds, "offline", LancerConfig(n_prefix=3, max_history=4, attn_heads=2, item_tokens="instead",
-                                                    loss_on="all"), TINY, cache_dir=cache)
+    items = build_model(ds, "offline", LancerConfig(n_prefix=3, max_history=4, attn_heads=2), TINY, cache_dir=cache,
+                        head=ItemTokenHead(loss_on="all"))
     return {"text": save_model(text, out / "text"), "items": save_model(items, out / "items")}
 
 
@@ -90,19 +92,19 @@ def test_killed_at_random_moments_resumes_exactly(inits, tmp_path, preset):
 
 
 def test_interrupted_checkpoint_write_keeps_the_previous_one(inits, tmp_path, monkeypatch):
-    from lancer import model as model_module
-    from lancer.model import load_model
+    from lancer import checkpoints as checkpoint_module
+    from lancer.checkpoints import load_model
     ds = rule()
     good = save_model(load_model(inits["text"], ds.items), tmp_path / "ckpt")
     before = load_file(good / "prompts.safetensors")
-    real = model_module.save_file
+    real = checkpoint_module.save_file
     def dies(tensors, path, *a, **k):
         Path(path).write_bytes(b"half a file")                           # a kill half-way through the weights
         raise KeyboardInterrupt
-    monkeypatch.setattr(model_module, "save_file", dies)
+    monkeypatch.setattr(checkpoint_module, "save_file", dies)
     with pytest.raises(KeyboardInterrupt):
         save_model(load_model(inits["text"], ds.items), good)
-    monkeypatch.setattr(model_module, "save_file", real)
+    monkeypatch.setattr(checkpoint_module, "save_file", real)
     after = load_file(good / "prompts.safetensors")
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
     load_model(good, ds.items)                                              # still whole and loadable
@@ -328,7 +330,7 @@ def test_null_titles_and_byte_order_marks(tmp_path):
 @pytest.mark.parametrize("damage", ["empty weights", "truncated json", "no lm"])
 def test_damaged_checkpoints_are_named(inits, tmp_path, damage):
     import shutil
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     ckpt = tmp_path / "ckpt"; shutil.copytree(inits["text"], ckpt)
     if damage == "empty weights": (ckpt / "prompts.safetensors").write_bytes(b"")
     if damage == "truncated json": (ckpt / "lancer.json").write_text((ckpt / "lancer.json").read_text()[:40])
@@ -391,7 +393,7 @@ def test_stopped_at_any_step_resumes_bit_for_bit(inits, tmp_path, preset):
     sys.path.insert(0, str(HERE))
     from dataclasses import replace
     from resume_worker import config
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     from lancer.protocol import leave_one_out
     from lancer.training import train
     torch.set_num_threads(1)

@@ -14,13 +14,16 @@ import torch
 from lancer.lab.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, cross_dataset_table, history_length_table,
                              model_size_table, row_configs, slug, load_ablation, run_ablation, run_cross_dataset,
                              run_history_lengths, run_model_sizes, run_template_robustness, split_catalogue,
-                             template_robustness_table)
+                             template_robustness_table, with_changes)
 from lancer.backbone import OfflineBackboneConfig
 from lancer.cli import _configs, build_parser
 from lancer.metrics import evaluate
 from lancer.backbone import sentence_encoder
 from lancer.knowledge import prefixed_hidden
-from lancer.model import LancerConfig, load_model, reduced_vectors, save_model, sequence_batch
+from lancer.model import LancerConfig, Switches, TextHead, sequence_batch
+from lancer.checkpoints import load_model, save_model
+from lancer.checkpoints import model_parts
+from lancer.item_tokens import ItemTokenHead, reduced_vectors
 from lancer.recommend import recommend
 from lancer.pipeline import build_model, offline_backbone_path, prepare_data, train_lancer
 from lancer.protocol import leave_one_out, template_for
@@ -29,14 +32,15 @@ from lancer.training import TrainConfig, rule_dataset, select_examples, train
 TINY = OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=10, batch_size=16)
 
 
-def train_on_rule(cache_dir, run_dir, **config_changes):
+def train_on_rule(cache_dir, run_dir, **option_changes):
     "Item-token LANCER on the next-item rule (60 users, 12 items), all positions of each window as labels."
     torch.set_num_threads(1)
     ds = rule_dataset(n_users=60)
     ds.name = "ml-100k"
     split = leave_one_out(ds, max_history=4)
-    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all", **config_changes)
-    model = build_model(ds, "offline", config, TINY, cache_dir=cache_dir)
+    config, head, switches = model_parts(dict(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", loss_on="all")
+                                         | option_changes)
+    model = build_model(ds, "offline", config, TINY, cache_dir=cache_dir, head=head, switches=switches)
     cfg = TrainConfig(epochs_stage1=1, epochs_stage2=30, batch_size=8, lr_stage1=5e-3, lr_stage2=5e-3, warmup_ratio=0.0,
                       windows_per_user=0, window_stride=4, item_reps="cached", refresh_every=5, progress=False)
     summary = train(model, split, cfg, run_dir)
@@ -69,7 +73,7 @@ def test_item_token_checkpoint_round_trip(trained, tmp_path):
 def test_every_item_is_a_label_once_per_epoch(trained):
     ds, split, model, _ = trained
     cfg = TrainConfig(windows_per_user=0, window_stride=4)
-    batch = sequence_batch(model.texts, select_examples(split, cfg), 4, model.pad_id, "all", "instead")
+    batch = sequence_batch(model.texts, select_examples(split, cfg), 4, model.pad_id, model.head)
     labelled = int((batch["labels"] != -100).sum())
     assert labelled == sum(len(part) - 1 for part in split.train)        # every training item but each user's first
 
@@ -78,7 +82,7 @@ def test_later_items_do_not_change_earlier_scores(trained):
     "Changing the last history item changes nothing that was computed before it was written (the causal slot mask)."
     ds, split, model, _ = trained
     model.eval()
-    a = sequence_batch(model.texts, split.test[:1], 4, model.pad_id, "all", "instead")
+    a = sequence_batch(model.texts, split.test[:1], 4, model.pad_id, model.head)
     b = {k: v.clone() for k, v in a.items()}
     last = int(a["history_mask"][0].sum()) - 1
     other = (int(a["history"][0, last]) + 5) % len(model.texts)
@@ -97,23 +101,25 @@ def test_later_items_do_not_change_earlier_scores(trained):
 
 def test_presets_on_the_command_line():
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--max-history", "5"])
-    config, train_config, _ = _configs(args)
-    assert (config.item_tokens, config.loss_on, config.max_history) == ("instead", "all", 5)
+    (config, head, _), train_config, _ = _configs(args)
+    assert (head.mode, head.loss_on, config.max_history) == ("instead", "all", 5)
     assert train_config.window_stride == 5                               # follows the history cap
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens-overlapping", "--max-history", "5"])
     assert _configs(args)[1].window_stride == 2                           # overlapping windows keep their stride
     args = build_parser().parse_args(["main", "--preset", "item-tokens-overlapping"])
     assert args.preset == "item-tokens-overlapping"
     args = build_parser().parse_args(["train", "--output-dir", "x"])
-    assert _configs(args)[0] == LancerConfig()                           # `lancer train` defaults to the paper's text
+    assert _configs(args)[0] == (LancerConfig(), TextHead(), Switches())  # `lancer train` defaults to the paper's text
     assert build_parser().parse_args(["main"]).preset is None            # the main job runs the selected configuration
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens-overlapping-short"])
     assert (_configs(args)[1].window_stride, _configs(args)[1].epochs_stage1, _configs(args)[1].epochs_stage2) == (2, 1, 3)
     args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--label-smoothing", "0.2",
                                       "--lm-dropout", "0.3", "--no-reasoning-prompt", "--item-encoder", "knowledge"])
-    config = _configs(args)[0]
-    assert (config.label_smoothing, config.lm_dropout, config.reasoning_prompt, config.item_encoder) == \
+    config, head, switches = _configs(args)[0]
+    assert (head.label_smoothing, config.lm_dropout, switches.reasoning_prompt, config.item_encoder) == \
         (0.2, 0.3, False, "knowledge")
+    args = build_parser().parse_args(["train", "--output-dir", "x", "--preset", "item-tokens", "--item-tokens", "none"])
+    assert _configs(args)[0][1] == TextHead(loss_on="all")               # the preset's label smoothing stays with its tokens
 
 
 @pytest.fixture
@@ -153,10 +159,10 @@ def test_pretrained_item_vectors_feed_the_reasoning_queries(tmp_path):
     ds = rule_dataset(n_users=10)
     ds.name = "ml-100k"
     split = leave_one_out(ds, max_history=4)
-    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead",
-                                                    loss_on="all", item_encoder="minilm"), TINY, cache_dir=tmp_path)
+    model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_encoder="minilm"), TINY,
+                        cache_dir=tmp_path, head=ItemTokenHead(loss_on="all"))
     assert model.sentence_reps.shape == (ds.n_items, 384) and model.reasoning.w_q.in_features == 384
-    batch = sequence_batch(model.texts, split.test[:4], 4, model.pad_id, "all", "instead")
+    batch = sequence_batch(model.texts, split.test[:4], 4, model.pad_id, model.head)
     model.set_stage(2)(**batch)["loss"].backward()
     assert model.reasoning.w_q.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.knowledge_prompt.parameters())
@@ -171,7 +177,7 @@ def test_without_reasoning_prompt_trains_and_ranks(tmp_path):
     ds, _, _, summary = train_on_rule(tmp_path / "cache", tmp_path / "run", reasoning_prompt=False)
     assert summary["lancer"]["recall@5"] >= 0.9, summary["lancer"]
     loaded = load_model(tmp_path / "run" / "best", ds.items)
-    assert loaded.config.reasoning_prompt is False
+    assert loaded.switches.reasoning_prompt is False
 
 
 def test_shared_reasoning_keys_values_train_and_round_trip(tmp_path):
@@ -182,7 +188,7 @@ def test_shared_reasoning_keys_values_train_and_round_trip(tmp_path):
     save_model(model, tmp_path / "ckpt")
     loaded = load_model(tmp_path / "ckpt", ds.items)
     histories = [ex.history for ex in split.test[:8]]
-    assert loaded.config.shared_kv is True
+    assert loaded.switches.shared_kv is True
     assert recommend(loaded, histories, k=3, progress=False)[0] == recommend(model.eval(), histories, k=3, progress=False)[0]
 
 
@@ -190,9 +196,9 @@ def test_minilm_item_token_init_survives_a_checkpoint(tmp_path):
     "item_token_init='minilm' sets the new rows once; loading a checkpoint keeps the saved rows instead of re-initialising."
     ds = rule_dataset(n_users=20)
     ds.name = "ml-100k"
-    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2, item_tokens="instead", item_token_init="minilm")
-    model = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache")
-    plain = build_model(ds, "offline", replace(config, item_token_init="text"), TINY, cache_dir=tmp_path / "cache")
+    config = LancerConfig(n_prefix=4, max_history=4, attn_heads=2)
+    model = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache", head=ItemTokenHead(init="minilm"))
+    plain = build_model(ds, "offline", config, TINY, cache_dir=tmp_path / "cache", head=ItemTokenHead(init="text"))
     ids = model.texts.item_token_ids
     rows = model.lm.get_input_embeddings().weight[ids].detach()
     text_rows = plain.lm.get_input_embeddings().weight[ids].detach()
@@ -266,11 +272,11 @@ def test_a_frozen_transferred_knowledge_prompt_reaches_the_target_checkpoint(tmp
     half_a, half_b = split_catalogue(rule_run_data)
     source, split = prepare_data(half_a)
     backbone = str(offline_backbone_path(source, template_for(source.name), TINY, split=split))
-    config, train_config = row_configs(MAIN_ROW)
+    parts, train_config = row_configs(MAIN_ROW)
     train_config = replace(train_config, epochs_stage1=1, epochs_stage2=1, progress=False)
-    train_lancer(source, tmp_path / "a", backbone, config=config, train_config=train_config)
-    frozen = replace(config, freeze_knowledge_prompt=True, knowledge_weight=0.0)
-    train_lancer(half_b, tmp_path / "b", backbone, config=frozen, train_config=train_config,
+    train_lancer(source, tmp_path / "a", backbone, **parts, train_config=train_config)
+    frozen = with_changes(parts, {"freeze_knowledge_prompt": True, "knowledge_weight": 0.0})
+    train_lancer(half_b, tmp_path / "b", backbone, **frozen, train_config=train_config,
                  knowledge_prompt_from=tmp_path / "a" / "best")
     a, b = (load_file(tmp_path / run / "best" / "prompts.safetensors") for run in ("a", "b"))
     prompt = [k for k in a if k.startswith("knowledge_prompt.")]

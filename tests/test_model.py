@@ -7,7 +7,7 @@ import torch
 
 from lancer.backbone import OfflineBackboneConfig
 from lancer.knowledge import knowledge_batch
-from lancer.model import ItemTexts, LancerConfig, history_tensor, sequence_batch
+from lancer.model import ItemTexts, LancerConfig, Switches, TextHead, history_tensor, sequence_batch
 from lancer.recommend import display_mapper, recommend
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out, training_examples
@@ -67,7 +67,7 @@ def test_sequence_batch_shapes(setup):
         assert b["history_mask"][row].sum() == min(len(ex.history), H)
         target = b["labels"][row][b["labels"][row] != -100]
         assert target.tolist() == model.texts.display_ids[ex.target] + [model.tokenizer.eos_token_id]
-    everything = sequence_batch(model.texts, examples, H, model.pad_id, loss_on="all")
+    everything = sequence_batch(model.texts, examples, H, model.pad_id, TextHead(loss_on="all"))
     assert ((everything["labels"] != -100) == everything["attention_mask"].bool()).all()
 
 
@@ -140,8 +140,10 @@ def test_empty_history_is_a_clear_error(setup):
 
 
 def test_config_rejects_bad_values():
-    with pytest.raises(ValueError, match="item_repr"): LancerConfig(item_repr="first")
-    with pytest.raises(ValueError, match="loss_on"): LancerConfig(loss_on="some")
+    with pytest.raises(ValueError, match="item_repr"): Switches(item_repr="first")
+    with pytest.raises(ValueError, match="loss_on"): TextHead(loss_on="some")
+    with pytest.raises(ValueError, match="item_encoder"): LancerConfig(item_encoder="bert")
+    with pytest.raises(TypeError): LancerConfig(item_tokens="instead")          # the head is an object, not a field
 
 
 def test_fresh_model_does_not_depend_on_the_backbone_cache(tmp_path):

@@ -16,7 +16,8 @@ from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConf
 
 from lancer.backbone import BackboneError, PackagedBackbone, load_backbone, packaged_backbone_path, train_tokenizer
 from lancer.mapping import EmbeddingMapper, hidden_state_encoder
-from lancer.model import ItemTexts, LancerConfig, LancerModel
+from lancer.model import ItemTexts, LancerConfig, LancerModel, TextHead
+from lancer.item_tokens import ItemTokenHead
 from lancer.recommend import DECODINGS, recommend
 from lancer.protocol import leave_one_out, template_for
 from lancer.training import TrainConfig, rule_dataset, train
@@ -124,9 +125,9 @@ def test_lancer_on_llama_and_gemma(architecture, item_tokens, tmp_path):
     split, template = leave_one_out(ds, max_history=4), template_for("ml-100k")
     tok = train_tokenizer(template.display_strings(ds.items) * 3 + [template.opener], vocab_size=300)
     make = {"llama": _llama, "gemma": _gemma}[architecture]
-    config = LancerConfig(n_prefix=3, max_history=4, attn_heads=2, item_tokens=item_tokens,
-                          loss_on="all" if item_tokens == "instead" else "target")
-    model = LancerModel(make(tok), make(tok), tok, ItemTexts(ds.items, template, tok), config)
+    head = ItemTokenHead(loss_on="all") if item_tokens == "instead" else TextHead()
+    model = LancerModel(make(tok), make(tok), tok, ItemTexts(ds.items, template, tok),
+                        LancerConfig(n_prefix=3, max_history=4, attn_heads=2), head)
     summary = train(model, split, TrainConfig(epochs_stage1=1, epochs_stage2=1, batch_size=8, num_beams=2, progress=False,
                                               valid_users=0), tmp_path)
     assert [h["stage"] for h in summary["valid_history"]] == [1, 2] and 0 <= summary["lancer"]["ndcg@10"] <= 1
@@ -160,7 +161,7 @@ def test_bf16_training_and_evaluation_on_cpu(tmp_path):
 def test_checkpoints_reference_their_frozen_pretrained_backbone(fake_packages, tmp_path):
     import shutil
     from safetensors.torch import load_file, save_file
-    from lancer.model import load_model, save_model
+    from lancer.checkpoints import load_model, save_model
     from lancer.pipeline import build_model
     specs, _ = fake_packages
     source = packaged_backbone_path("whole", tmp_path / "cache", specs)

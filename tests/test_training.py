@@ -17,7 +17,8 @@ from torch import nn
 from lancer.backbone import BackboneError, OfflineBackboneConfig
 from lancer.cli import main
 from lancer.metrics import evaluate, target_ranks
-from lancer.model import LancerConfig, load_model, save_model
+from lancer.model import LancerConfig
+from lancer.checkpoints import load_model, save_model
 from lancer.recommend import recommend
 from lancer.pipeline import build_model, recommend_for_user
 from lancer.protocol import leave_one_out

@@ -20,24 +20,26 @@ from ..backbone import OfflineBackboneConfig
 from ..data import SeqDataset
 from ..mapping import EmbeddingMapper, rank_items
 from ..metrics import evaluate
-from ..model import LancerModel
+from ..model import LancerModel, Switches, TextHead
+from ..checkpoints import model_options, model_parts
 from ..recommend import display_mapper, recommend
 from ..pipeline import offline_backbone_path, prepare_data, preset, train_lancer
+from ..training import TrainConfig
 from ..protocol import Example, template_for
 
 # %% auto #0
 __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES',
            'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'CATALOGUE_HALVES', 'TRANSFER_CONDITIONS', 'DECODING_ROW',
-           'slug', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation',
-           'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths', 'history_length_table',
-           'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table', 'run_template_robustness',
-           'load_template_robustness', 'template_robustness_table', 'split_catalogue', 'run_cross_dataset',
-           'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
-           'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
+           'slug', 'with_changes', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
+           'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
+           'history_length_table', 'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
+           'run_template_robustness', 'load_template_robustness', 'template_robustness_table', 'split_catalogue',
+           'run_cross_dataset', 'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers',
+           'compare_decodings', 'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
 
 # %% ../../nbs/lab/01_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
-    # row: (preset, LancerConfig changes, TrainConfig changes)
+    # row: (preset, model option changes (`model_options` names), TrainConfig changes)
     "item tokens + MiniLM item vectors + label smoothing (item-tokens preset)": ("item-tokens", {}, {}),
     "item tokens + MiniLM item vectors, no label smoothing": ("item-tokens", {"label_smoothing": 0.0}, {}),
     "item tokens, knowledge-LM item vectors, no label smoothing (paper's encoder)": (
@@ -85,12 +87,18 @@ def slug(row: str) -> str:
     "A file-system name for an ablation row."
     return re.sub(r"[^a-z0-9]+", "-", row.lower()).strip("-")
 
-def row_configs(row: str, seed: int = 0):
-    "`(LancerConfig, TrainConfig)` of ablation `row` with `seed`."
+def with_changes(parts: dict, changes: dict) -> dict:
+    "A model's `parts` (`config`, `head`, `switches`: keywords of `train_lancer`) with the flat option `changes` applied."
+    options = model_options(parts["config"], parts["head"], parts["switches"]) | changes
+    return dict(zip(("config", "head", "switches"), model_parts(options)))
+
+def row_configs(row: str, seed: int = 0) -> tuple[dict, TrainConfig]:
+    "The model parts (`config`, `head`, `switches`) and the `TrainConfig` of ablation `row` with `seed`."
     if row not in ABLATIONS: raise KeyError(f"unknown ablation row {row!r}; rows: {list(ABLATIONS)}")
     name, model_changes, train_changes = ABLATIONS[row]
-    config, train_config = preset(name, seed)
-    return replace(config, **model_changes), replace(train_config, **train_changes)
+    config, head, train_config = preset(name, seed)
+    parts = with_changes({"config": config, "head": head, "switches": Switches()}, model_changes)
+    return parts, replace(train_config, **train_changes)
 
 # %% ../../nbs/lab/01_ablation.ipynb #28b5706e
 def _trimmed(summary: dict) -> dict:
@@ -117,10 +125,10 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
         for row in rows:
             path = out / slug(row) / f"seed{seed}.json"
             if path.exists(): continue
-            config, train_config = row_configs(row, seed)
+            parts, train_config = row_configs(row, seed)
             train_config = replace(train_config, **(train_changes or {}))
             with tempfile.TemporaryDirectory() as run_dir:
-                summary = train_lancer(dataset, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                summary = train_lancer(dataset, run_dir, data_dir=data_dir, **parts, train_config=train_config,
                                        backbone_config=backbone_config, min_interactions=min_interactions,
                                        protocol=ROW_PROTOCOLS.get(row, "default"))
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -213,14 +221,14 @@ def truncated_history_metrics(rank: Callable[[list[list[int]], list[np.ndarray]]
 
 def _seeds_to_run(row: str, seeds: Sequence[int], out: Path, dataset: str | SeqDataset, data_dir: str | None,
                    train_changes: dict | None, min_interactions: int = 5):
-    """For each seed without a result file `out/seed<k>.json`: `(seed, that path, dataset, split, LancerConfig,
+    """For each seed without a result file `out/seed<k>.json`: `(seed, that path, dataset, split, model parts,
     TrainConfig)` of `row`, with `train_changes` applied."""
     for seed in seeds:
         path = out / f"seed{seed}.json"
         if path.exists(): continue
-        config, train_config = row_configs(row, seed)
-        ds, split = prepare_data(dataset, data_dir, min_interactions, config.max_history)
-        yield seed, path, ds, split, config, replace(train_config, **(train_changes or {}))
+        parts, train_config = row_configs(row, seed)
+        ds, split = prepare_data(dataset, data_dir, min_interactions, parts["config"].max_history)
+        yield seed, path, ds, split, parts, replace(train_config, **(train_changes or {}))
 
 def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/lab/history-lengths",
                         row: str = MAIN_ROW, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
@@ -232,13 +240,13 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
     `train_changes`/`baseline_train` change LANCER's/SASRec's training configuration (for quick tests)."""
     from lancer.baselines import TrainConfig as BaselineTrainConfig, score_all_items, train_baseline
     from lancer.metrics import topk_from_scores
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     out = Path(output_dir)
-    for seed, path, ds, split, config, train_config in _seeds_to_run(row, seeds, out, dataset, data_dir, train_changes,
-                                                                      min_interactions):
+    for seed, path, ds, split, parts, train_config in _seeds_to_run(row, seeds, out, dataset, data_dir, train_changes,
+                                                                     min_interactions):
         t0 = time.time()
         with tempfile.TemporaryDirectory() as run_dir:
-            train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+            train_lancer(ds, run_dir, data_dir=data_dir, **parts, train_config=train_config,
                          backbone_config=backbone_config, min_interactions=min_interactions)
             model = load_model(Path(run_dir) / "best", ds.items)
             lancer = truncated_history_metrics(lambda hs, seen: recommend(model, hs, k=10, exclude=seen, progress=False)[0],
@@ -316,9 +324,9 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
         for seed in seeds:
             path = out / slug(size) / f"seed{seed}.json"
             if path.exists(): continue
-            config, train_config = row_configs(ITEM_TOKENS_ROW, seed)
+            parts, train_config = row_configs(ITEM_TOKENS_ROW, seed)
             train_config = replace(train_config, **{**train_change, **(train_changes or {})})
-            ds, split = prepare_data(dataset, data_dir, max_history=config.max_history)
+            ds, split = prepare_data(dataset, data_dir, max_history=parts["config"].max_history)
             if source is None and size in pretrained:
                 source = pretrained[size], 0.0, load_backbone(pretrained[size])[0].num_parameters()
             elif source is None:
@@ -327,7 +335,7 @@ def run_model_sizes(sizes: Sequence[str] = tuple(MODEL_SIZES), seeds: Sequence[i
                 source = "offline", meta["seconds"], meta["n_params"]
             backbone, seconds, params = source
             with tempfile.TemporaryDirectory() as run_dir:
-                summary = train_lancer(ds, run_dir, backbone=backbone, data_dir=data_dir, config=config,
+                summary = train_lancer(ds, run_dir, backbone=backbone, data_dir=data_dir, **parts,
                                        train_config=train_config, backbone_config=backbone_config)
             changes = f", train_changes={train_changes!r}" if train_changes else ""
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -375,13 +383,13 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
     """Train the main job with each seed (runs on disk are skipped) and test its checkpoint under each template
     perturbation (`TEMPLATE_PERTURBATIONS` by default); one JSON per seed in `output_dir`. Returns
     `load_template_robustness(output_dir)`."""
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     from lancer.training import evaluate_examples
     perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
     out = Path(output_dir)
-    for seed, path, ds, split, config, train_config in _seeds_to_run(MAIN_ROW, seeds, out, dataset, data_dir, train_changes):
+    for seed, path, ds, split, parts, train_config in _seeds_to_run(MAIN_ROW, seeds, out, dataset, data_dir, train_changes):
         with tempfile.TemporaryDirectory() as run_dir:
-            summary = train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+            summary = train_lancer(ds, run_dir, data_dir=data_dir, **parts, train_config=train_config,
                                    backbone_config=backbone_config)
             best = Path(run_dir) / "best"
             trained = load_model(best, ds.items)                        # with the template it was trained with
@@ -442,7 +450,7 @@ def _sub_catalogue(ds: SeqDataset, keep: np.ndarray, name: str) -> SeqDataset:
 
 # %% ../../nbs/lab/01_ablation.ipynb #4de8d0af
 CATALOGUE_HALVES = (("ml-100k@A", "ml-100k@B"), ("ml-100k@B", "ml-100k@A"))   # the offline (source, target) pairs
-TRANSFER_CONDITIONS: dict[str, tuple[dict, bool]] = {  # name: (LancerConfig changes on the target, start from the source's prompt)
+TRANSFER_CONDITIONS: dict[str, tuple[dict, bool]] = {  # name: (model option changes on the target, start from the source's prompt)
     "own knowledge prompt": ({}, False),
     "source's knowledge prompt, frozen": ({"freeze_knowledge_prompt": True, "knowledge_weight": 0.0}, True),
     "random knowledge prompt, frozen": ({"freeze_knowledge_prompt": True, "knowledge_weight": 0.0}, False),
@@ -471,20 +479,20 @@ def run_cross_dataset(source: str | SeqDataset, target: str | SeqDataset, seeds:
         path = out / f"seed{seed}.json"
         if path.exists(): continue
         t0 = time.time()
-        config, train_config = row_configs(row, seed)
+        parts, train_config = row_configs(row, seed)
         train_config = replace(train_config, **(train_changes or {}))
         if data is None:
             src, tgt = (_transfer_data(d, data_dir, min_interactions) for d in (source, target))
-            src, src_split = prepare_data(src, min_interactions=min_interactions, max_history=config.max_history)
+            src, src_split = prepare_data(src, min_interactions=min_interactions, max_history=parts["config"].max_history)
             data = src, tgt, str(offline_backbone_path(src, template_for(src.name), backbone_config or
                                                        OfflineBackboneConfig(), split=src_split))
         src, tgt, backbone = data
         runs = {}
         with tempfile.TemporaryDirectory() as run_dir:
-            source_run = train_lancer(src, Path(run_dir) / "source", backbone, config=config, train_config=train_config,
+            source_run = train_lancer(src, Path(run_dir) / "source", backbone, **parts, train_config=train_config,
                                       min_interactions=min_interactions)
             for name, (changes, from_source) in conditions.items():
-                runs[name] = train_lancer(tgt, Path(run_dir) / slug(name), backbone, config=replace(config, **changes),
+                runs[name] = train_lancer(tgt, Path(run_dir) / slug(name), backbone, **with_changes(parts, changes),
                                           train_config=train_config, min_interactions=min_interactions,
                                           knowledge_prompt_from=Path(run_dir) / "source" / "best" if from_source else None)
         extra_args = f", train_changes={train_changes!r}" if train_changes else ""
@@ -563,8 +571,8 @@ def compare_decodings(model: LancerModel, examples: Sequence[Example], num_beams
     of `mappers` (`text_mappers(model)` by default; the beams are generated once), greedy. Constrained and greedy lists
     use the first mapper (the published one by default). Each entry also has `generate_s`, `map_s` (seconds) and
     `distinct_items` (per user, among the beams' mapped items)."""
-    if model.config.item_tokens != "none":
-        raise ValueError("compare_decodings needs a text model (item_tokens='none'); item-token models rank the "
+    if not isinstance(model.head, TextHead):
+        raise ValueError("compare_decodings needs a text model (a TextHead); item-token models rank the "
                          "catalogue by their softmax and have no decoding to compare")
     histories, targets, seen = [ex.history for ex in examples], [ex.target for ex in examples], [ex.seen for ex in examples]
     mappers = text_mappers(model) if mappers is None else mappers
@@ -594,20 +602,20 @@ def run_decoding_comparison(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
     """Train `DECODING_ROW` with each seed (runs on disk are skipped) and `compare_decodings` on its test split; one JSON
     per seed in `output_dir`. `checkpoints` maps a seed to an already trained checkpoint of that row and seed (its
     configuration is checked) to use instead of training. Returns `load_decoding_comparison(output_dir)`."""
-    from lancer.model import load_model
+    from lancer.checkpoints import load_model
     out = Path(output_dir)
-    for seed, path, ds, split, config, train_config in _seeds_to_run(DECODING_ROW, seeds, out, dataset, data_dir,
-                                                                      train_changes):
+    for seed, path, ds, split, parts, train_config in _seeds_to_run(DECODING_ROW, seeds, out, dataset, data_dir,
+                                                                     train_changes):
         with tempfile.TemporaryDirectory() as run_dir:
             t0, source = time.time(), (checkpoints or {}).get(seed)
             if source is None:
-                train_lancer(ds, run_dir, data_dir=data_dir, config=config, train_config=train_config,
+                train_lancer(ds, run_dir, data_dir=data_dir, **parts, train_config=train_config,
                              backbone_config=backbone_config)
                 source = Path(run_dir) / "best"
             model = load_model(source, ds.items)
-            if model.config != config:
+            if (trained := {"config": model.config, "head": model.head, "switches": model.switches}) != parts:
                 raise ValueError(f"checkpoint {source} was not trained with {DECODING_ROW!r}'s configuration: "
-                                 f"{model.config} != {config}")
+                                 f"{trained} != {parts}")
             train_s = time.time() - t0                                 # training (or loading) and the checks
             test = compare_decodings(model, split.test, train_config.num_beams, train_config.eval_batch_size,
                                      progress=train_config.progress)

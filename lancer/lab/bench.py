@@ -66,7 +66,7 @@ def naive_encode_items(model: LancerModel, item_ids: list[int], pad_to: int = 51
     ids, mask, labels = _padded(model, knowledge_batch(*model.texts.knowledge(item_ids), model.pad_id), pad_to)  # [U, pad_to]
     U, P = len(item_ids), model.config.n_prefix
     hidden = prefixed_hidden(model.knowledge_lm, model.knowledge_prompt(U), mask.new_ones(U, P), ids, mask)
-    return _all_position_loss(model.knowledge_lm, hidden, labels), pool_hidden(hidden, mask, model.config.item_repr)
+    return _all_position_loss(model.knowledge_lm, hidden, labels), pool_hidden(hidden, mask, model.switches.item_repr)
 
 # %% ../../nbs/lab/02_bench.ipynb #0a6c5a04
 def naive_loss(model: LancerModel, example: Example, pad_to: int = 512) -> Tensor:
@@ -75,7 +75,7 @@ def naive_loss(model: LancerModel, example: Example, pad_to: int = 512) -> Tenso
     history, history_mask = history.to(model.device), history_mask.to(model.device)
     kloss, reps = naive_encode_items(model, history[history_mask].tolist(), pad_to)
     prefix, prefix_mask = model.reasoning(_slots(history, history_mask, reps), history_mask, model.knowledge_prompt.hidden())
-    batch = sequence_batch(model.texts, [example], model.config.max_history, model.pad_id, model.config.loss_on)
+    batch = sequence_batch(model.texts, [example], model.config.max_history, model.pad_id, model.head)
     ids, mask, labels = _padded(model, batch, pad_to)                                       # [1, pad_to]
     hidden = prefixed_hidden(model.lm, prefix, prefix_mask, ids, mask)
     return _all_position_loss(model.lm, hidden, labels) + model.config.knowledge_weight * kloss
@@ -94,7 +94,7 @@ def fast_train_batch(model: LancerModel, opt: torch.optim.Optimizer, examples: l
                      cached: tuple | None = None) -> float:
     """One batch on `lancer`'s path: dynamic padding, unique items, labelled logits only, one optimizer step.
     `cached` = (catalogue table, knowledge items per step, generator) runs the step in cached mode."""
-    batch = sequence_batch(model.texts, examples, model.config.max_history, model.pad_id, model.config.loss_on)
+    batch = sequence_batch(model.texts, examples, model.config.max_history, model.pad_id, model.head)
     if cached is not None: batch |= cached_inputs(batch, *cached)
     loss = model(**batch)["loss"]
     loss.backward()
@@ -174,7 +174,7 @@ def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
 
 def step_flops(model: LancerModel, examples: list[Example]) -> int:
     "FLOPs (forward + backward) of one `lancer` training step on `examples` (no optimizer step)."
-    batch = sequence_batch(model.texts, examples, model.config.max_history, model.pad_id, model.config.loss_on)
+    batch = sequence_batch(model.texts, examples, model.config.max_history, model.pad_id, model.head)
     with FlopCounterMode(display=False) as counter:
         model(**batch)["loss"].backward()
     model.zero_grad(set_to_none=True)
@@ -239,7 +239,7 @@ def grouped_batches(model: LancerModel, examples: list[Example], batch_size: int
     """`n_batches` batches (concatenated) drawn at random from one epoch of `examples` in the training loop's
     length-grouped order (`epoch_order` with `sequence_lengths`), and the padding share of that epoch's batches in
     random and in grouped order."""
-    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.config.item_tokens)
+    lengths = sequence_lengths(model.texts, examples, model.config.max_history, model.head)
     random_order = epoch_order(len(examples), batch_size, torch.Generator().manual_seed(seed))
     order = epoch_order(len(examples), batch_size, torch.Generator().manual_seed(seed), lengths)
     starts = np.random.default_rng(seed).choice(len(order) // batch_size, n_batches, replace=False) * batch_size
