@@ -242,7 +242,7 @@ def run(args) -> int:
         from lancer.download import data_command
         print(data_command(_dataset(args), args.data_dir, args.min_interactions, duplicates=args.duplicates))
     elif args.command == "baselines":
-        from lancer.baselines import run_baselines
+        from lancer.baseline_training import run_baselines
         from lancer.metrics import results_table
         metrics = run_baselines(dataset=_dataset(args), data_dir=args.data_dir, output_dir=args.output_dir, seed=args.seed,
                                 max_history=args.max_history, models=args.models,

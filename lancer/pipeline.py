@@ -255,7 +255,8 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
     `MAIN_PRESET` and a baseline its defaults); `preset_name` runs that LANCER preset instead of the selected one. Writes output_dir/metrics.json (model -> metrics), ranks.json
     (model -> each test user's rank), selection.json (the records used) and results.csv (the table with NDCG@10's 95%
     bootstrap CI and the paired difference against the baseline with the best validation NDCG@10)."""
-    from lancer.baselines import BASELINES, run_baselines
+    from lancer.baselines import BASELINES
+    from lancer.baseline_training import run_baselines
     out = Path(output_dir); out.mkdir(parents=True, exist_ok=True)
     records = {m: _selection(selection_dir, m) for m in ("lancer", *BASELINES)}
     config, head, train_config = preset(preset_name or MAIN_PRESET, seed)

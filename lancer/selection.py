@@ -18,7 +18,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from .baselines import TrainConfig as BaselineTrainConfig, build_baseline, model_ranks, train_baseline
+from .baseline_training import TrainConfig as BaselineTrainConfig, train_baseline
+from .baselines import build_baseline, model_ranks
 from .data import SeqDataset, write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
 from .checkpoints import model_options, model_parts

@@ -1,4 +1,4 @@
-"""Tests for lancer.baselines: shapes, causality, learnability, most-popular order, metrics.json shape."""
+"""Tests for lancer.baselines and .baseline_training: shapes, causality, learning, most-popular order, metrics.json."""
 import json
 import time
 from types import SimpleNamespace
@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from lancer.baselines import (BASELINES, GRU4Rec, GRU4RecConfig, MostPopular, NARM, NARMConfig, SASRec, SASRecConfig,
-                              TrainConfig, evaluate_model, fit, model_ranks, pad_left, run_baselines, score_all_items,
-                              train_baseline, training_windows)
+                              evaluate_model, model_ranks, pad_left, score_all_items)
+from lancer.baseline_training import TrainConfig, fit, run_baselines, train_baseline, training_windows
 from lancer.metrics import topk_from_scores
 from lancer.protocol import leave_one_out
 

@@ -111,7 +111,7 @@ def run_ablation(rows: Sequence[str] = tuple(ABLATIONS), seeds: Sequence[int] = 
                  train_changes: dict | None = None, min_interactions: int = 5) -> pd.DataFrame:
     """Train every `row` with every seed (skipping runs already on disk) and return `load_ablation(output_dir)`.
     `train_changes` are applied to every row's `TrainConfig` (for quick tests)."""
-    from lancer.baselines import run_baselines
+    from lancer.baseline_training import run_baselines
     out = Path(output_dir)
     for row in rows: row_configs(row)                                   # unknown rows fail before anything runs
     for seed in seeds:
@@ -238,7 +238,8 @@ def run_history_lengths(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path
     """Train LANCER (`row`) and SASRec with each seed and test both on truncated histories; one JSON per seed in
     `output_dir` (runs already there are skipped). Returns `load_history_lengths(output_dir)`.
     `train_changes`/`baseline_train` change LANCER's/SASRec's training configuration (for quick tests)."""
-    from lancer.baselines import TrainConfig as BaselineTrainConfig, score_all_items, train_baseline
+    from lancer.baseline_training import TrainConfig as BaselineTrainConfig, train_baseline
+    from lancer.baselines import score_all_items
     from lancer.metrics import topk_from_scores
     from lancer.checkpoints import load_model
     out = Path(output_dir)
