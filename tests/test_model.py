@@ -158,3 +158,16 @@ def test_fresh_model_does_not_depend_on_the_backbone_cache(tmp_path):
     for name, p in built.knowledge_prompt.state_dict().items():
         torch.testing.assert_close(cached.knowledge_prompt.state_dict()[name], p)
     assert not torch.equal(other.reasoning.w_q.weight, built.reasoning.w_q.weight)
+
+
+def test_config_is_the_architecture_and_variants_are_objects():
+    "LancerConfig holds the architecture only; the output head and the published/ablation switches are objects of their own."
+    from dataclasses import fields
+    from lancer.checkpoints import HEAD_OPTIONS, model_options, model_parts
+    from lancer.item_tokens import ItemTokenHead
+    architecture = {f.name for f in fields(LancerConfig)}
+    assert len(architecture) <= 10
+    assert not architecture & ({f.name for f in fields(Switches)} | set(HEAD_OPTIONS))
+    parts = (LancerConfig(n_prefix=8), ItemTokenHead("after", label_smoothing=0.2, init="minilm"), Switches(shared_kv=True))
+    assert model_parts(model_options(*parts)) == parts
+    with pytest.raises(ValueError, match="unknown model options"): model_parts({"item_tokens": "none", "heads": 2})
