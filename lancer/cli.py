@@ -328,7 +328,7 @@ def console(parser: argparse.ArgumentParser, run, argv: list[str] | None = None)
     from lancer.data import DataFormatError
     from lancer.download import DownloadError
     from lancer.backbone import BackboneError
-    from lancer.training import RunLockedError
+    from lancer.trainer import RunLockedError
     try:
         return run(args)
     except (KeyError, ValueError, OSError, DataFormatError, DownloadError, BackboneError, RunLockedError) as e:

@@ -33,7 +33,8 @@ def main():
     from lancer.checkpoints import load_model
     from lancer.model import sequence_batch
     from lancer.protocol import leave_one_out, training_examples
-    from lancer.training import TrainConfig, rule_dataset, train
+    from lancer.training import TrainConfig, rule_dataset
+    from lancer.trainer import train
 
     ds = rule_dataset(n_users=args.users)
     split = leave_one_out(ds, max_history=args.max_history)

@@ -26,7 +26,8 @@ from lancer.item_tokens import ItemTokenHead
 from lancer.checkpoints import save_model
 from lancer.pipeline import build_model, offline_backbone_path, train_lancer
 from lancer.protocol import template_for
-from lancer.training import RunLockedError, TrainConfig, rule_dataset, run_lock
+from lancer.trainer import RunLockedError, run_lock
+from lancer.training import TrainConfig, rule_dataset
 
 HERE = Path(__file__).parent
 WORKER = HERE / "resume_worker.py"
@@ -127,7 +128,7 @@ def test_interrupted_backbone_build_leaves_no_cache(tmp_path, monkeypatch):
 
 
 def test_one_run_per_output_folder(tmp_path, capsys, caplog):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.training import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.trainer import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
                                str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
@@ -395,7 +396,7 @@ def test_stopped_at_any_step_resumes_bit_for_bit(inits, tmp_path, preset):
     from resume_worker import config
     from lancer.checkpoints import load_model
     from lancer.protocol import leave_one_out
-    from lancer.training import train
+    from lancer.trainer import train
     torch.set_num_threads(1)
     ds = rule(); split = leave_one_out(ds, max_history=4)
     cfg = replace(config(preset), save_every=0)

@@ -27,7 +27,8 @@ from lancer.item_tokens import ItemTokenHead, reduced_vectors
 from lancer.recommend import recommend
 from lancer.pipeline import build_model, offline_backbone_path, prepare_data, train_lancer
 from lancer.protocol import leave_one_out, template_for
-from lancer.training import TrainConfig, rule_dataset, select_examples, train
+from lancer.training import TrainConfig, rule_dataset, select_examples
+from lancer.trainer import train
 
 TINY = OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=10, batch_size=16)
 

@@ -20,7 +20,8 @@ from lancer.model import ItemTexts, LancerConfig, LancerModel, TextHead
 from lancer.item_tokens import ItemTokenHead
 from lancer.recommend import DECODINGS, recommend
 from lancer.protocol import leave_one_out, template_for
-from lancer.training import TrainConfig, rule_dataset, train
+from lancer.training import TrainConfig, rule_dataset
+from lancer.trainer import train
 
 
 def byte_symbols() -> list[str]:

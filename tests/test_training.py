@@ -22,7 +22,8 @@ from lancer.checkpoints import load_model, save_model
 from lancer.recommend import recommend
 from lancer.pipeline import build_model, recommend_for_user
 from lancer.protocol import leave_one_out
-from lancer.training import TrainConfig, rule_dataset, train
+from lancer.training import TrainConfig, rule_dataset
+from lancer.trainer import train
 
 HERE = Path(__file__).parent
 ML100K = HERE / "fixtures" / "ml-100k"
@@ -256,7 +257,7 @@ def test_cached_item_representations_train(tmp_path):
 
 def test_group_by_length_batches_examples_of_similar_length(tmp_path, monkeypatch):
     "group_by_length=True trains on the same examples as random batches, with less padding in the generating LM's batches."
-    import lancer.training as training
+    import lancer.trainer as trainer
     torch.set_num_threads(1)
     ds, split = _rule(60)
     model = build_model(ds, "offline", LancerConfig(n_prefix=4, max_history=4, attn_heads=2),
@@ -267,8 +268,8 @@ def test_group_by_length_batches_examples_of_similar_length(tmp_path, monkeypatc
         batch = original(*args, **kwargs)
         batches.append(batch)
         return batch
-    original = training.sequence_batch
-    monkeypatch.setattr(training, "sequence_batch", recorded)
+    original = trainer.sequence_batch
+    monkeypatch.setattr(trainer, "sequence_batch", recorded)
     padding, seen = {}, {}
     for grouped in (False, True):
         batches.clear()
