@@ -22,8 +22,9 @@ from .model import ItemTexts, LancerConfig, LancerModel, Switches, TextHead
 from .protocol import TextTemplate
 
 # %% auto #0
-__all__ = ['HEAD_OPTIONS', 'model_options', 'model_parts', 'save_model', 'weights_sha256', 'write_model', 'load_model',
-           'load_knowledge_prompt', 'model_card', 'write_pretrained_extras', 'save_pretrained', 'from_pretrained']
+__all__ = ['HEAD_OPTIONS', 'model_options', 'model_parts', 'model_kwargs', 'save_model', 'weights_sha256', 'write_model',
+           'load_model', 'load_knowledge_prompt', 'model_card', 'write_pretrained_extras', 'save_pretrained',
+           'from_pretrained']
 
 # %% ../nbs/07b_checkpoints.ipynb #41d01f6a
 HEAD_OPTIONS = {"item_tokens": "none", "loss_on": "target", "label_smoothing": 0.0, "item_token_init": "text"}  # defaults
@@ -49,6 +50,10 @@ def model_parts(options: dict) -> tuple[LancerConfig, TextHead | ItemTokenHead, 
     else: head = ItemTokenHead(on["item_tokens"], on["loss_on"], on["label_smoothing"], on["item_token_init"])
     pick = lambda cls: cls(**{k: v for k, v in options.items() if k in names(cls)})
     return pick(LancerConfig), head, pick(Switches)
+
+def model_kwargs(options: dict) -> dict:
+    "`model_parts(options)` as the keywords `config`, `head` and `switches` of `build_model` and `train_lancer`."
+    return dict(zip(("config", "head", "switches"), model_parts(options)))
 
 # %% ../nbs/07b_checkpoints.ipynb #5aef73f0
 def save_model(model: LancerModel, path: str | Path, extra: dict | None = None) -> Path:

@@ -22,7 +22,7 @@ from .baseline_training import TrainConfig as BaselineTrainConfig, train_baselin
 from .baselines import build_baseline, model_ranks
 from .data import SeqDataset, write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
-from .checkpoints import model_options, model_parts
+from .checkpoints import model_kwargs, model_options
 from .checkpoints import load_model
 from .pipeline import chosen_config, prepare_data, preset, train_lancer
 from .training import TrainConfig, example_ranks
@@ -83,10 +83,9 @@ def run_candidate(model: str, name: str, config: dict, seed: int, dataset: str |
     if path.exists(): return json.loads(path.read_text())
     run_dir, t0, c0 = runs_dir / slug(name) / f"seed{seed}", time.time(), time.process_time()
     if model == "lancer":
-        config_, head, switches = model_parts(config["model"] | {"max_history": max_history})
-        summary = train_lancer(dataset, run_dir, "offline", data_dir, config_,
-                               TrainConfig(**config["train"] | {"seed": seed, "progress": False}), lock_test=True,
-                               head=head, switches=switches)
+        parts = model_kwargs(config["model"] | {"max_history": max_history})
+        summary = train_lancer(dataset, run_dir, "offline", data_dir, **parts, lock_test=True,
+                               train_config=TrainConfig(**config["train"] | {"seed": seed, "progress": False}))
         valid = summary["best_valid_ndcg@10"]
     else:
         _, split = prepare_data(dataset, data_dir, max_history=max_history)
@@ -136,8 +135,8 @@ def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_hist
     if model == "lancer":
         train = TrainConfig(**config["train"] | {"seed": seed, "progress": False})
         if not (run_dir / "best" / "lancer.json").exists():
-            config_, head, switches = model_parts(config["model"] | {"max_history": max_history})
-            train_lancer(dataset, run_dir, "offline", data_dir, config_, train, lock_test=True, head=head, switches=switches)
+            parts = model_kwargs(config["model"] | {"max_history": max_history})
+            train_lancer(dataset, run_dir, "offline", data_dir, **parts, train_config=train, lock_test=True)
         return example_ranks(load_model(run_dir / "best", ds.items), split.test, train)
     overrides, train = _baseline(model, config, seed)
     if (run_dir / "model.safetensors").exists():

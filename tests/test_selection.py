@@ -10,7 +10,7 @@ import torch
 
 from lancer.backbone import OfflineBackboneConfig
 from lancer.model import LancerConfig
-from lancer.checkpoints import model_options, model_parts
+from lancer.checkpoints import model_kwargs, model_options
 from lancer.item_tokens import ItemTokenHead
 from lancer.pipeline import chosen_config, main_job, train_lancer
 from lancer.selection import select, evaluate_chosen, write_json
@@ -21,11 +21,6 @@ LANCER = {"model": model_options(LancerConfig(n_prefix=4, max_history=4, attn_he
           "train": asdict(TrainConfig(epochs_stage1=1, epochs_stage2=2, batch_size=16, windows_per_user=0, window_stride=4,
                                       item_reps="cached", valid_users=0, progress=False))}
 CANDIDATES = {"plain": LANCER, "smoothed": {"model": LANCER["model"] | {"label_smoothing": 0.2}, "train": LANCER["train"]}}
-
-
-def parts(options: dict) -> dict:
-    "The keyword arguments `config`, `head`, `switches` of `train_lancer` from flat model options."
-    return dict(zip(("config", "head", "switches"), model_parts(options)))
 
 
 def toy(shift_test_items: int = 0):
@@ -44,7 +39,7 @@ def small_world(tmp_path, monkeypatch):
 
 
 def test_locked_run_never_tests(tmp_path):
-    summary = train_lancer(toy(), tmp_path / "run", **parts(LANCER["model"]),
+    summary = train_lancer(toy(), tmp_path / "run", **model_kwargs(LANCER["model"]),
                            train_config=TrainConfig(**LANCER["train"]), lock_test=True)
     assert "lancer" not in summary and "test_ranks" not in summary and summary["best_valid_ndcg@10"] > 0
 
@@ -99,7 +94,7 @@ def test_main_job_runs_the_selected_configurations(tmp_path):
 def test_best_folder_opens_with_from_pretrained_and_has_a_model_card(tmp_path):
     from lancer.model import LancerModel
     from lancer.recommend import recommend
-    summary = train_lancer(toy(), tmp_path / "run", **parts(LANCER["model"]),
+    summary = train_lancer(toy(), tmp_path / "run", **model_kwargs(LANCER["model"]),
                            train_config=TrainConfig(**LANCER["train"]), command="lancer train --preset item-tokens")
     model = LancerModel.from_pretrained(tmp_path / "run" / "best")
     assert len(model.texts) == 12

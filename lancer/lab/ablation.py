@@ -21,7 +21,7 @@ from ..data import SeqDataset
 from ..mapping import EmbeddingMapper, rank_items
 from ..metrics import evaluate
 from ..model import LancerModel, Switches, TextHead
-from ..checkpoints import model_options, model_parts
+from ..checkpoints import model_kwargs, model_options
 from ..recommend import display_mapper, recommend
 from ..pipeline import offline_backbone_path, prepare_data, preset, train_lancer
 from ..training import TrainConfig
@@ -89,8 +89,7 @@ def slug(row: str) -> str:
 
 def with_changes(parts: dict, changes: dict) -> dict:
     "A model's `parts` (`config`, `head`, `switches`: keywords of `train_lancer`) with the flat option `changes` applied."
-    options = model_options(parts["config"], parts["head"], parts["switches"]) | changes
-    return dict(zip(("config", "head", "switches"), model_parts(options)))
+    return model_kwargs(model_options(parts["config"], parts["head"], parts["switches"]) | changes)
 
 def row_configs(row: str, seed: int = 0) -> tuple[dict, TrainConfig]:
     "The model parts (`config`, `head`, `switches`) and the `TrainConfig` of ablation `row` with `seed`."
