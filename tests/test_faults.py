@@ -199,7 +199,7 @@ BAD = [(["train", "--output-dir", "x", "--epochs-stage1", "-1"], "--epochs-stage
        (["train", "--output-dir", "x", "--grad-accum", "0"], "--grad-accum", "0"),
        (["train", "--output-dir", "x", "--num-beams", "0"], "--num-beams", "0"),
        (["train", "--output-dir", "x", "--windows-per-user", "-1"], "--windows-per-user", "-1"),
-       (["train", "--output-dir", "x", "--lr", "-1"], "--lr", "-1"),
+       (["train", "--output-dir", "x", "--lr-stage2", "-1"], "--lr-stage2", "-1"),
        (["train", "--output-dir", "x", "--label-smoothing", "1.5"], "--label-smoothing", "1.5"),
        (["recommend", "--checkpoint", "c", "--user", "1", "-k", "0"], "-k", "0"),
        (["recommend", "--checkpoint", "c", "--user", "1", "-k", "-3"], "-k", "-3"),
@@ -215,6 +215,16 @@ def test_bad_values_fail_at_once_in_one_line(argv, option, value, capsys, tmp_pa
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and option in err and repr(value) in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()                                    # nothing was started
+
+
+@pytest.mark.parametrize("old, new, field, value", [(["--lr", "3e-3"], ["--lr-stage2", "3e-3"], "lr_stage2", 3e-3),
+                                                     (["--one-example-per-user"], ["--no-all-positions"], "all_positions", False)])
+def test_renamed_options_still_work_with_a_warning(old, new, field, value):
+    from lancer.options import configs_from_args, renamed
+    with pytest.warns(FutureWarning, match=f"{old[0]} is deprecated.*use {new[0]}"):
+        argv = renamed(["train", "--output-dir", "x", *old])
+    assert argv == ["train", "--output-dir", "x", *new]
+    assert getattr(configs_from_args(build_parser().parse_args(argv))[1], field) == value
 
 
 def test_output_folder_that_is_a_file(tmp_path, capsys):
@@ -313,7 +323,7 @@ def test_unreadable_places_and_values_are_named(tmp_path):
 def test_null_titles_and_byte_order_marks(tmp_path):
     import shutil
     from lancer.data import DataFormatError
-    from lancer.datasets import load_goodreads, load_mind
+    from lancer.news_and_books import load_goodreads, load_mind
     g = tmp_path / "goodreads"; shutil.copytree(HERE / "fixtures" / "goodreads", g)
     books = sorted(g.glob("goodreads_books*"))[0]
     import gzip
@@ -378,7 +388,7 @@ def test_quiet_and_verbose(tmp_path, capsys):
         _configure_output(quiet=True)
         assert logging.getLogger("lancer").level == logging.WARNING and os.environ.get("TQDM_DISABLE") == "1"
         args = build_parser().parse_args(["--quiet", "train", "--output-dir", "x"])
-        from lancer.cli import _configs
+        from lancer.options import configs_from_args as _configs
         assert _configs(args)[1].progress is False
         _configure_output(verbose=True)
         assert logging.getLogger("lancer").level == logging.DEBUG

@@ -16,7 +16,8 @@ from lancer.lab.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, 
                              run_history_lengths, run_model_sizes, run_template_robustness, split_catalogue,
                              template_robustness_table, with_changes)
 from lancer.backbone import OfflineBackboneConfig
-from lancer.cli import _configs, build_parser
+from lancer.cli import build_parser
+from lancer.options import configs_from_args as _configs
 from lancer.metrics import evaluate
 from lancer.backbone import sentence_encoder
 from lancer.knowledge import prefixed_hidden

@@ -7,16 +7,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 
 from .. import __version__
-from ..cli import DATASETS, _Parser, _count, _override, _positive, console
+from ..cli import _Parser, console
+from ..options import DATASETS, count, positive
 
 # %% auto #0
 __all__ = ['build_parser', 'run', 'main']
 
 # %% ../../nbs/lab/03_cli.ipynb #70e2b133
 def _add_seeds(p: argparse.ArgumentParser, output_dir: str):
-    p.add_argument("--seeds", nargs="+", type=_count, default=[0, 1, 2], help="seeds to run (the same for every row)")
+    p.add_argument("--seeds", nargs="+", type=count, default=[0, 1, 2], help="seeds to run (the same for every row)")
     p.add_argument("--output-dir", default=output_dir, help="where the run writes its files")
     p.add_argument("--dataset", default="ml-100k", help="data set name")
 
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="training/evaluation throughput of lancer beside the published cost structure")
     p.add_argument("--output", default="bench/results.json", help="where the JSON report goes")
     p.add_argument("--no-scaling", action="store_true", help="skip the table of epoch times vs users and history cap")
-    p.add_argument("--naive-sequences", type=_positive, default=None, help="timed naive sequences per stage")
+    p.add_argument("--naive-sequences", type=positive, default=None, help="timed naive sequences per stage")
     return parser
 
 # %% ../../nbs/lab/03_cli.ipynb #b1e99711
@@ -81,15 +83,16 @@ def run(args) -> int:
     elif args.command == "bench":
         import pandas as pd
         from lancer.lab.bench import BenchConfig, bench_table, run_bench
-        report = run_bench(_override(BenchConfig(), scaling=False if args.no_scaling else None,
-                                     naive_sequences=args.naive_sequences), args.output)
+        config = BenchConfig(scaling=not args.no_scaling)
+        if args.naive_sequences is not None: config = replace(config, naive_sequences=args.naive_sequences)
+        report = run_bench(config, args.output)
         print(bench_table(report).to_string())
         if "scaling" in report: print(pd.DataFrame(report["scaling"]).to_string(index=False))
         print(f"report: {args.output}")
     return 0
 
 def main(argv: list[str] | None = None) -> int:
-    "Entry point of the `lancer-lab` console script (errors as one line, like `lancer`'s: notebook 14's `console`)."
+    "Entry point of the `lancer-lab` console script (errors as one line, like `lancer`'s: notebook 15's `console`)."
     return console(build_parser(), run, argv)
 
 # %% ../../nbs/lab/03_cli.ipynb #decd1724
