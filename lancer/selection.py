@@ -24,12 +24,13 @@ from .data import SeqDataset, write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
 from .checkpoints import model_kwargs, model_options
 from .checkpoints import load_model
-from .pipeline import chosen_config, prepare_data, preset, train_lancer
+from .pipeline import prepare_data, preset, train_lancer
 from .training import TrainConfig, example_ranks
 
 # %% auto #0
 __all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
-           'run_candidate', 'select', 'evaluate_chosen', 'comparison', 'comparison_summary', 'selection_status']
+           'run_candidate', 'select', 'chosen_config', 'evaluate_chosen', 'comparison', 'comparison_summary',
+           'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -127,6 +128,16 @@ def select(model: str, seeds=(0, 1, 2), dataset: str | SeqDataset = "ml-100k", d
     chosen_config(record)                                                    # the record obeys its own rule
     write_json(where / "selection.json", record)
     return record
+
+# %% ../nbs/13_selection.ipynb #dbb707f5
+def chosen_config(record: dict) -> dict:
+    """The configuration a selection record (`select`) chose, after checking the rule: the candidate
+    with the highest mean validation score over the seeds (ties: the one listed first)."""
+    means = {name: c["valid_mean"] for name, c in record["candidates"].items()}
+    best = max(means, key=means.get)
+    if record["chosen"] != best:
+        raise ValueError(f"selection record chose {record['chosen']!r} but {best!r} has the best validation mean")
+    return record["candidates"][best]["config"]
 
 # %% ../nbs/13_selection.ipynb #c716b28d
 def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_history: int, run_dir: Path) -> np.ndarray:

@@ -13,11 +13,12 @@ from hypothesis import given, settings, HealthCheck
 from hypothesis import strategies as st
 
 import lancer.data as D
-import lancer.datasets as DS
+import lancer.news_and_books as NB
 import lancer.download as DL
 from lancer.data import DataFormatError, SeqDataset, filter_min_interactions, dataset_stats, stats_table
 from lancer.download import DownloadError, load_dataset, data_command, download
-from lancer.datasets import load_ml100k, load_recbole_atomic, load_ml1m, load_mind, load_goodreads, read_lines
+from lancer.datasets import load_ml100k, load_recbole_atomic, load_ml1m, read_lines
+from lancer.news_and_books import load_mind, load_goodreads
 
 FX = Path(__file__).parent/"fixtures"
 
@@ -228,7 +229,7 @@ def test_mind_empty(copy, fname):
     check_error(lambda: load_mind(d), fname, "empty")
 
 
-INTER, BOOKS, GENRES = (DS.GOODREADS_FILES[k] for k in ("interactions", "books", "genres"))
+INTER, BOOKS, GENRES = (NB.GOODREADS_FILES[k] for k in ("interactions", "books", "genres"))
 
 
 @pytest.mark.parametrize("fname,line,bad,words", [
@@ -374,14 +375,14 @@ def test_random_bytes_never_crash_other_ways(blob):
        st.integers(-12 * 60, 14 * 60).map(lambda m: m - m % 15))
 def test_goodreads_time_matches_strptime(dt, offset_min):
     tz = timezone(timedelta(minutes=offset_min))
-    s = dt.replace(microsecond=0, tzinfo=tz).strftime(DS.GOODREADS_TIME_FORMAT)
-    assert DS.parse_goodreads_time(s) == int(datetime.strptime(s, DS.GOODREADS_TIME_FORMAT).timestamp())
+    s = dt.replace(microsecond=0, tzinfo=tz).strftime(NB.GOODREADS_TIME_FORMAT)
+    assert NB.parse_goodreads_time(s) == int(datetime.strptime(s, NB.GOODREADS_TIME_FORMAT).timestamp())
 
 
 @pytest.mark.parametrize("bad", ["", "Tue Oct 17 09:06:17 2017", "Tue Okt 17 09:06:17 -0700 2017",
                                  "Tue Oct 17 25:06:17 -0700 2017", "Tue Oct 17 09:06:17 0700 2017", "Tue Oct 17 9:6 -0700 2017"])
 def test_goodreads_time_rejects(bad):
-    with pytest.raises(ValueError): DS.parse_goodreads_time(bad)
+    with pytest.raises(ValueError): NB.parse_goodreads_time(bad)
 
 
 def test_user_order_is_natural():

@@ -164,13 +164,14 @@ def test_example_fields():
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.mark.parametrize("name,loader,folder", [
-    ("ml-100k", "load_ml100k", "ml-100k"), ("ml-1m", "load_ml1m", "ml-1m"),
-    ("mind-small", "load_mind", "mind"), ("goodreads-poetry", "load_goodreads", "goodreads"),
+@pytest.mark.parametrize("name,module,loader,folder", [
+    ("ml-100k", "lancer.datasets", "load_ml100k", "ml-100k"), ("ml-1m", "lancer.datasets", "load_ml1m", "ml-1m"),
+    ("mind-small", "lancer.news_and_books", "load_mind", "mind"),
+    ("goodreads-poetry", "lancer.news_and_books", "load_goodreads", "goodreads"),
 ])
-def test_templates_and_split_on_fixture_datasets(name, loader, folder):
+def test_templates_and_split_on_fixture_datasets(name, module, loader, folder):
     "Every item of each dataset's fixture has the fields its template needs; the split works on a real SeqDataset."
-    data = pytest.importorskip("lancer.datasets")
+    data = pytest.importorskip(module)
     ds = getattr(data, loader)(FIXTURES / folder)
     t = template_for(name)
     names = t.display_strings(ds.items)

@@ -12,7 +12,9 @@ from lancer.backbone import OfflineBackboneConfig
 from lancer.model import LancerConfig
 from lancer.checkpoints import model_kwargs, model_options
 from lancer.item_tokens import ItemTokenHead
-from lancer.pipeline import chosen_config, main_job, train_lancer
+from lancer.main_job import main_job
+from lancer.pipeline import train_lancer
+from lancer.selection import chosen_config
 from lancer.selection import select, evaluate_chosen, write_json
 from lancer.training import TrainConfig, rule_dataset
 
