@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("select", help="choose a model's configuration on validation (test locked), then test it once")
     add_data_options(p)
     p.add_argument("--model", default="lancer", choices=("lancer", *BASELINES), help="whose candidates (default: lancer)")
-    p.add_argument("--seeds", nargs="+", type=count, default=[0, 1, 2], help="the same seeds for every candidate")
+    p.add_argument("--seeds", nargs="+", type=count, default=None,
+                   help="the same seeds for every candidate (default: 0 1 2); with --test, the seeds to test the choice "
+                        "with (default: the selection's; more confirm it)")
     p.add_argument("--max-history", type=positive, default=10, help="history cap of the split (a table per cap)")
     p.add_argument("--results-dir", default="results/selection", help="selection records, test results, tables")
     p.add_argument("--runs-dir", default="runs/selection", help="the candidates' trained models")
@@ -151,9 +153,11 @@ def run(args) -> int:
         where = dict(dataset=args.dataset, data_dir=args.data_dir, max_history=args.max_history,
                      results_dir=args.results_dir)
         if args.table: print(comparison_summary(comparison(args.dataset, args.max_history, args.results_dir)).to_string())
-        elif args.test: _print_metrics(evaluate_chosen(args.model, runs_dir=args.runs_dir, **where)["seeds"]["0"]["metrics"])
+        elif args.test:
+            tested = evaluate_chosen(args.model, runs_dir=args.runs_dir, seeds=args.seeds, **where)["seeds"]
+            for seed, result in tested.items(): print(f"seed {seed}: ", end=""); _print_metrics(result["metrics"])
         else:
-            record = select(args.model, args.seeds, runs_dir=args.runs_dir, **where)
+            record = select(args.model, args.seeds or [0, 1, 2], runs_dir=args.runs_dir, **where)
             print(f"chosen: {record['chosen']} (rule: {record['rule']})")
     return 0
 

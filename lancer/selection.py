@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 from itertools import product
 from pathlib import Path
@@ -158,23 +159,24 @@ def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_hist
     return model_ranks(net.eval(), split.test, train.get("exclude_seen", True))
 
 def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, max_history: int = 10,
-                  results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection") -> dict:
-    "Test `model`'s chosen candidate once per seed of its selection; writes and returns `test.json`."
+                  results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection",
+                  seeds: Sequence[int] | None = None) -> dict:
+    "Test `model`'s chosen candidate once per seed (default: the selection's seeds); writes and returns `test.json`."
     name = dataset if isinstance(dataset, str) else dataset.name
     where = Path(results_dir) / name / f"cap{max_history}" / model
-    if (where / "test.json").exists(): return json.loads((where / "test.json").read_text())
     if not (where / "selection.json").exists():
         raise FileNotFoundError(f"no selection record at {where / 'selection.json'}: run `lancer select` first")
     record = json.loads((where / "selection.json").read_text())
     config = chosen_config(record)
     runs = Path(runs_dir) / name / f"cap{max_history}" / model / slug(record["chosen"])
-    seeds = {}
-    for seed in record["seeds"]:
+    result = (json.loads((where / "test.json").read_text()) if (where / "test.json").exists() else
+              {"model": model, "candidate": record["chosen"], "valid_mean": record["candidates"][record["chosen"]]["valid_mean"],
+               "seeds": {}})
+    for seed in seeds if seeds is not None else record["seeds"]:
+        if str(seed) in result["seeds"]: continue                               # each seed is tested once
         ranks = _test_ranks(model, config, seed, dataset, data_dir, max_history, runs / f"seed{seed}")
-        seeds[str(seed)] = {"metrics": evaluate_ranks(ranks), "ranks": ranks.tolist()}
-    result = {"model": model, "candidate": record["chosen"], "valid_mean": record["candidates"][record["chosen"]]["valid_mean"],
-              "seeds": seeds, "written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    write_json(where / "test.json", result)
+        result["seeds"][str(seed)] = {"metrics": evaluate_ranks(ranks), "ranks": ranks.tolist()}
+        write_json(where / "test.json", result | {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
     return result
 
 # %% ../nbs/13_selection.ipynb #43dd8bba
@@ -184,8 +186,9 @@ def comparison(dataset: str = "ml-100k", max_history: int = 10, results_dir: str
     where = Path(results_dir) / dataset / f"cap{max_history}"
     tested = {p.parent.name: json.loads(p.read_text()) for p in sorted(where.glob("*/test.json"))}
     if not tested: raise FileNotFoundError(f"no test.json under {where}: run `lancer select --test` first")
-    seeds = {m: sorted(t["seeds"], key=int) for m, t in tested.items()}
-    per_user = {m: np.stack([ndcg_at_k(np.asarray(t["seeds"][s]["ranks"]), k) for s in seeds[m]]) for m, t in tested.items()}
+    seeds = sorted(set.intersection(*(set(t["seeds"]) for t in tested.values())), key=int)   # paired: the common seeds
+    if not seeds: raise ValueError(f"the tested models under {where} share no seed")
+    per_user = {m: np.stack([ndcg_at_k(np.asarray(t["seeds"][s]["ranks"]), k) for s in seeds]) for m, t in tested.items()}
     baselines = [m for m in tested if m != "lancer"]
     reference = max(baselines, key=lambda m: tested[m]["valid_mean"]) if baselines else next(iter(tested))
     table = compare_models(per_user, reference)

@@ -1,4 +1,4 @@
-"""Model selection (notebook 15) on tiny data: LANCER's selection never reads a test target (changing every test item
+"""Model selection (notebook 13) on tiny data: LANCER's selection never reads a test target (changing every test item
 changes nothing it records), a record obeys its rule, and `main_job` runs what the records chose and reports CIs."""
 import json
 from dataclasses import asdict
@@ -103,3 +103,19 @@ def test_best_folder_opens_with_from_pretrained_and_has_a_model_card(tmp_path):
     card = (tmp_path / "run" / "best" / "README.md").read_text()
     assert f"| test ndcg@10 | {summary['lancer']['ndcg@10']:.4f} |" in card
     assert "`lancer train --preset item-tokens`" in card and "| data fingerprint |" in card and "| seed | 0 |" in card
+
+
+def test_comparison_pairs_the_seeds_every_model_has(tmp_path):
+    from lancer.selection import comparison
+    where = tmp_path / "ml-100k" / "cap10"
+    rng = np.random.default_rng(0)
+    for model, seeds, mean in (("pop", [0, 1, 2], 0.05), ("sasrec", [0, 1, 2, 3, 4], 0.1), ("lancer", [0, 1, 2, 3], 0.2)):
+        write_json(where / model / "test.json", {"model": model, "candidate": "only", "valid_mean": mean, "seeds": {
+            str(s): {"ranks": rng.integers(1, 30, 50).tolist()} for s in seeds}})
+    table = comparison("ml-100k", 10, tmp_path)
+    assert table["seeds"].tolist() == [3, 3, 3]                               # 0, 1, 2: the seeds all three share
+    assert pd.isna(table.loc["sasrec", "verdict"])                            # the reference (best validation)
+    write_json(where / "narm" / "test.json", {"model": "narm", "candidate": "only", "valid_mean": 0.0,
+                                             "seeds": {"7": {"ranks": [1] * 50}}})
+    with pytest.raises(ValueError, match="share no seed"):
+        comparison("ml-100k", 10, tmp_path)
