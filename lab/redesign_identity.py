@@ -25,7 +25,7 @@ from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out
 from lancer.training import TrainConfig, rule_dataset
 
-try: from lancer.trainer import train                     # since the loop has a notebook of its own (11a)
+try: from lancer.trainer import train                     # since the loop has a notebook of its own (11a, now 11b)
 except ImportError: from lancer.training import train     # before
 
 TINY = OfflineBackboneConfig(n_layer=2, n_embd=32, n_head=2, vocab_size=400, epochs=3, batch_size=16)

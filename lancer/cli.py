@@ -191,7 +191,7 @@ def console(parser: argparse.ArgumentParser, run, argv: list[str] | None = None)
     from lancer.data import DataFormatError
     from lancer.download import DownloadError
     from lancer.backbone import BackboneError
-    from lancer.trainer import RunLockedError
+    from lancer.resume import RunLockedError
     try:
         return run(args)
     except (KeyError, ValueError, OSError, DataFormatError, DownloadError, BackboneError, RunLockedError) as e:

@@ -28,7 +28,8 @@ from .checkpoints import load_knowledge_prompt, load_model, write_pretrained_ext
 from .recommend import display_mapper, recommend
 from .protocol import Split, TextTemplate, dataset_template, leave_one_out
 from .training import TrainConfig, evaluate_examples, peak_memory_mb
-from .trainer import run_lock, train
+from .resume import run_lock
+from .trainer import train
 
 # %% auto #0
 __all__ = ['PRESETS', 'MAIN_PRESET', 'prepare_data', 'offline_backbone_path', 'build_model', 'train_lancer',

@@ -35,7 +35,8 @@ def main():
     from lancer.checkpoints import load_model
     from lancer.protocol import leave_one_out
     from lancer.training import rule_dataset
-    from lancer.trainer import run_lock, train
+    from lancer.resume import run_lock
+    from lancer.trainer import train
     ds = rule_dataset(n_users=16)
     ds.name = "ml-100k"
     split = leave_one_out(ds, max_history=4)

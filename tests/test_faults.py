@@ -26,7 +26,7 @@ from lancer.item_tokens import ItemTokenHead
 from lancer.checkpoints import save_model
 from lancer.pipeline import build_model, offline_backbone_path, train_lancer
 from lancer.protocol import template_for
-from lancer.trainer import RunLockedError, run_lock
+from lancer.resume import RunLockedError, run_lock
 from lancer.training import TrainConfig, rule_dataset
 
 HERE = Path(__file__).parent
@@ -128,7 +128,7 @@ def test_interrupted_backbone_build_leaves_no_cache(tmp_path, monkeypatch):
 
 
 def test_one_run_per_output_folder(tmp_path, capsys, caplog):
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.trainer import run_lock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from lancer.resume import run_lock\n"
                                "with run_lock(sys.argv[1]):\n    print('locked', flush=True); time.sleep(60)",
                                str(tmp_path / "run")], env=ENV, stdout=subprocess.PIPE, text=True)
     try:
