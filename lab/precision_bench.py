@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.data import write_atomic
 from lancer.model import sequence_batch
 from lancer.pipeline import build_model, prepare_data, preset

@@ -19,7 +19,8 @@ import tempfile
 
 import torch
 
-from lancer.backbone import OfflineBackboneConfig
+try: from lancer.offline_backbone import OfflineBackboneConfig   # since the offline backbone has a notebook (04a)
+except ImportError: from lancer.backbone import OfflineBackboneConfig
 from lancer.model import LancerConfig
 from lancer.pipeline import build_model
 from lancer.protocol import leave_one_out

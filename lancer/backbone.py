@@ -4,17 +4,14 @@
 
 # %% ../nbs/04_backbone.ipynb #f49157a3
 from __future__ import annotations
-import importlib, json, math, shutil, time
-from dataclasses import dataclass, asdict
+import importlib, shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import torch
 from torch import Tensor
-from tqdm.auto import tqdm
-from tokenizers import Tokenizer, models, trainers, pre_tokenizers, decoders
-from transformers import (AutoModelForCausalLM, AutoTokenizer, DynamicCache, GPT2Config, GPT2LMHeadModel,
-                          PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast)
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
@@ -22,10 +19,9 @@ from .data import atomic_directory
 from .download import default_cache_dir, sha256sum
 
 # %% auto #0
-__all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'EOT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',
+__all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',
            'packaged_backbone_path', 'load_backbone', 'as_cache', 'text_position_ids', 'max_positions', 'check_length',
-           'OfflineBackboneConfig', 'train_tokenizer', 'backbone_corpus', 'pretraining_table', 'warmup_cosine',
-           'pretrain', 'build_offline_backbone', 'sentence_encoder']
+           'sentence_encoder']
 
 # %% ../nbs/04_backbone.ipynb #ec63e312
 class BackboneError(RuntimeError):
@@ -89,7 +85,7 @@ def packaged_backbone_path(name: str, cache_dir: str | Path | None = None,
 
 # %% ../nbs/04_backbone.ipynb #9c22fe0a
 OFFLINE_HINT = ("No pretrained model can be downloaded here? Use the offline backbone instead (`--backbone offline`): "
-                "a small GPT-2 built from the dataset's item texts with `lancer.backbone.build_offline_backbone`.")
+                "a small GPT-2 built from the dataset's item texts with `lancer.offline_backbone.build_offline_backbone`.")
 
 def load_backbone(name_or_path: str|Path, # hub name (`gpt2`, ...), a `PACKAGED_BACKBONES` name, or a local directory
                   device: str|torch.device|None = None, # move the model there (default: leave it on the CPU)
@@ -136,133 +132,6 @@ def check_length(lm: PreTrainedModel, n_tokens: int):
     if n_pos is not None and n_tokens > n_pos:
         raise ValueError(f"The text is {n_tokens} tokens long but the backbone has only {n_pos} positions: "
                          f"truncate it (tokenizer `truncation=True, max_length=...`).")
-
-# %% ../nbs/04_backbone.ipynb #f708ddbc
-EOT = "<|endoftext|>"
-
-@dataclass
-class OfflineBackboneConfig:
-    "Size and domain-pretraining settings of the offline GPT-2 backbone."
-    n_layer: int = 2          # the defaults fit the CPU budget of the main job; 4 x 256 is a stronger choice
-    n_embd: int = 128
-    n_head: int = 4
-    n_positions: int = 512
-    vocab_size: int = 8192    # upper bound: the BPE trainer stops earlier on a small corpus
-    block_size: int = 128     # tokens per pretraining sequence (texts are packed, separated by <|endoftext|>)
-    epochs: int = 2
-    lr: float = 2e-3
-    batch_size: int = 32
-    weight_decay: float = 0.01
-    seed: int = 0
-    sequences: bool = True    # also pretrain on the training split's sequence texts (see backbone_corpus)
-    sequence_items: int | None = None  # with `sequences`: each user's most recent training items used (None: all)
-
-# %% ../nbs/04_backbone.ipynb #0cf8c773
-def train_tokenizer(texts: list[str], vocab_size: int = 8192) -> PreTrainedTokenizerFast:
-    "Byte-level BPE tokenizer trained on `texts`; eos = bos = pad = unk = `<|endoftext|>`."
-    if not texts: raise ValueError("train_tokenizer needs at least one text.")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOT], show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=EOT, bos_token=EOT, pad_token=EOT, unk_token=EOT)
-
-# %% ../nbs/04_backbone.ipynb #91e8b288
-def backbone_corpus(ds, template, sequences: list | None = None, window: int = 11) -> list[str]:
-    """Every item's display string and knowledge text (context + target) from a `SeqDataset` and a `TextTemplate`;
-    with `sequences` (the *training* parts of a split, never validation or test items), also those sequences written
-    as LANCER writes them, in chunks of `window` items."""
-    texts = []
-    for item in ds.items.to_dict("records"):
-        context, target = template.knowledge_text(item)
-        texts += [template.display_string(item), context + target]
-    if sequences is not None:
-        display = [template.display_string(item) for item in ds.items.to_dict("records")]
-        for seq in sequences:
-            for i in range(0, len(seq), window):
-                if len(chunk := seq[i:i + window]) > 1:
-                    prompt, _ = template.sequence_text([display[j] for j in chunk])
-                    texts.append(prompt.removesuffix(template.separator))
-    return texts
-
-# %% ../nbs/04_backbone.ipynb #ea2864e7
-def pretraining_table(texts: list[str], tokenizer: PreTrainedTokenizerBase, block_size: int):
-    "A `datasets.Dataset` of packed `input_ids` blocks of `block_size` tokens (the last, shorter block is kept)."
-    from datasets import Dataset
-    eos = tokenizer.eos_token_id
-    def tokenize(batch): return {"input_ids": [ids + [eos] for ids in tokenizer(batch["text"])["input_ids"]]}
-    def pack(batch):
-        stream = [t for ids in batch["input_ids"] for t in ids]
-        return {"input_ids": [stream[i:i+block_size] for i in range(0, len(stream), block_size)]}
-    table = Dataset.from_dict({"text": list(texts)}).map(tokenize, batched=True, remove_columns=["text"])
-    return table.map(pack, batched=True, batch_size=len(table))
-
-# %% ../nbs/04_backbone.ipynb #d5232940
-def warmup_cosine(optimizer: torch.optim.Optimizer, total: int, warmup: int) -> torch.optim.lr_scheduler.LambdaLR:
-    "Learning rate x (linear warm-up over the first `warmup` steps) x (cosine decay from 1 to 0 over all `total` steps)."
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) *
-                                             0.5 * (1 + math.cos(math.pi * min(s, total) / max(1, total))))
-
-def pretrain(lm: GPT2LMHeadModel, table, cfg: OfflineBackboneConfig, pad_id: int, device=None) -> list[float]:
-    "Train `lm` as a language model on the packed `table`; AdamW with warm-up + cosine decay. Returns the step losses."
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    lm.to(device).train()
-    blocks = [torch.tensor(b) for b in table["input_ids"]]
-    steps_per_epoch = math.ceil(len(blocks) / cfg.batch_size)
-    total = max(1, cfg.epochs * steps_per_epoch)
-    opt = torch.optim.AdamW(lm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    warmup = max(1, total // 20)
-    sched = warmup_cosine(opt, total, warmup)
-    g = torch.Generator().manual_seed(cfg.seed)
-    losses = []
-    bar = tqdm(total=total, desc="domain pretraining", leave=False)
-    for epoch in range(cfg.epochs):
-        order = torch.randperm(len(blocks), generator=g).tolist()
-        for i in range(0, len(order), cfg.batch_size):
-            batch = [blocks[j] for j in order[i:i+cfg.batch_size]]
-            ids = torch.nn.utils.rnn.pad_sequence(batch, batch_first=True, padding_value=pad_id).to(device)
-            mask = torch.nn.utils.rnn.pad_sequence([torch.ones_like(b) for b in batch], batch_first=True).to(device)
-            loss = lm(input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)).loss
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(lm.parameters(), 1.0)
-            opt.step(); sched.step()
-            losses.append(loss.item())
-            bar.update(); bar.set_postfix(epoch=epoch, loss=f"{loss.item():.3f}")
-    bar.close()
-    return losses
-
-# %% ../nbs/04_backbone.ipynb #a9abc806
-def build_offline_backbone(texts: list[str], # item texts of the dataset (see `backbone_corpus`)
-                           cfg: OfflineBackboneConfig|None = None,
-                           output_dir: str|Path = "offline_backbone",
-                           device=None, # where to pretrain (default: cuda if available)
-                          ) -> Path:
-    "Train a BPE tokenizer and domain-pretrain a small GPT-2 on `texts`; save both to `output_dir`."
-    cfg = cfg or OfflineBackboneConfig()
-    if cfg.n_embd % cfg.n_head: raise ValueError(f"n_embd={cfg.n_embd} is not divisible by n_head={cfg.n_head}.")
-    start, cpu_start = time.perf_counter(), time.process_time()
-    torch.manual_seed(cfg.seed)
-    tokenizer = train_tokenizer(texts, cfg.vocab_size)
-    tokenizer.model_max_length = cfg.n_positions
-    config = GPT2Config(n_layer=cfg.n_layer, n_embd=cfg.n_embd, n_head=cfg.n_head, n_positions=cfg.n_positions,
-                        vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    lm = GPT2LMHeadModel(config)
-    table = pretraining_table(texts, tokenizer, min(cfg.block_size, cfg.n_positions))
-    losses = pretrain(lm, table, cfg, tokenizer.pad_token_id, device)
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    lm.cpu().eval().save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    report = dict(config=asdict(cfg), n_texts=len(texts), n_tokens=sum(len(b) for b in table["input_ids"]),
-                  vocab_size=len(tokenizer), n_params=sum(p.numel() for p in lm.parameters()),
-                  seconds=round(time.perf_counter() - start, 1), cpu_seconds=round(time.process_time() - cpu_start, 1),
-                  losses=losses)
-    (out / "offline_backbone.json").write_text(json.dumps(report, indent=1))
-    return out
 
 # %% ../nbs/04_backbone.ipynb #e6f225d2
 def sentence_encoder(batch_size: int = 128) -> Callable[[list[str]], Tensor]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .backbone import OfflineBackboneConfig
+from .offline_backbone import OfflineBackboneConfig
 from .checkpoints import model_parts
 from .download import load_dataset
 from .metrics import compare_models, ndcg_at_k, results_table

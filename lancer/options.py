@@ -170,7 +170,7 @@ def _window_stride(args, base_config, base_train) -> int | None:
 
 def configs_from_args(args) -> tuple:
     "`((config, head, switches), train_config, backbone_config)` of parsed `lancer train` options over their preset's."
-    from lancer.backbone import OfflineBackboneConfig
+    from lancer.offline_backbone import OfflineBackboneConfig
     from lancer.checkpoints import HEAD_OPTIONS, model_options, model_parts
     from lancer.pipeline import preset
     from lancer.training import TrainConfig

@@ -17,8 +17,9 @@ import pandas as pd
 import torch
 from accelerate import Accelerator
 
-from .backbone import (PACKAGED_BACKBONES, OfflineBackboneConfig, backbone_corpus, build_offline_backbone, load_backbone,
-                             packaged_backbone_path)
+from .backbone import PACKAGED_BACKBONES, load_backbone, packaged_backbone_path
+
+from .offline_backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone
 from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint,
                          filter_min_interactions, load_files, write_atomic)
 from .download import default_cache_dir, load_dataset

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .metrics import evaluate_ranks, target_ranks
-from .backbone import warmup_cosine
+from .offline_backbone import warmup_cosine
 from .data import complete_directory
 from .model import ItemTexts, LancerModel, TextHead, sequence_ids
 from .checkpoints import load_model, save_model
@@ -167,7 +167,7 @@ def stage_optimizer(model: LancerModel, cfg: TrainConfig, stage: int, total_step
     "The trained parameters of `stage`, AdamW over them at the stage's learning rate, and the warm-up + cosine schedule."
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
-    return params, opt, warmup_cosine(opt, total_steps, max(1, int(total_steps * cfg.warmup_ratio)))   # notebook 04
+    return params, opt, warmup_cosine(opt, total_steps, max(1, int(total_steps * cfg.warmup_ratio)))   # notebook 04a
 
 def validate_epoch(scored: LancerModel, valid: list[Example], cfg: TrainConfig, accelerator: Accelerator, state: dict,
                    record: dict, best_dir: Path, extra: dict | None) -> None:

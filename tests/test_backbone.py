@@ -7,8 +7,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lancer.backbone import (BackboneError, OfflineBackboneConfig, as_cache, build_offline_backbone, load_backbone,
-                             pretraining_table, text_position_ids, train_tokenizer)
+from lancer.backbone import BackboneError, as_cache, load_backbone, text_position_ids
+from lancer.offline_backbone import OfflineBackboneConfig, build_offline_backbone, pretraining_table, train_tokenizer
 
 TEXTS = ["Animation, Children's, Comedy : Toy Story (1995)", "Action, Adventure, Thriller : GoldenEye (1995)",
          "Thriller : Four Rooms (1995)", "Action, Comedy, Drama : Get Shorty (1995)",
@@ -96,7 +96,7 @@ def test_sequence_corpus_uses_only_training_parts():
     import numpy as np
     from lancer.training import rule_dataset
     from lancer.protocol import leave_one_out, template_for
-    from lancer.backbone import backbone_corpus
+    from lancer.offline_backbone import backbone_corpus
     ds = rule_dataset(n_users=2, n_items=12, length=6)
     ds.sequences = [np.arange(6), np.arange(6, 12)]
     ds.name = "ml-100k"

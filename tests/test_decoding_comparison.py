@@ -11,7 +11,7 @@ import torch
 
 from lancer.lab.ablation import (DECODING_ROW, compare_decodings, decoding_table, load_decoding_comparison, row_configs,
                              run_decoding_comparison, text_mappers)
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.metrics import evaluate
 from lancer.model import LancerConfig
 from lancer.item_tokens import ItemTokenHead

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.cli import build_parser, main
 from lancer.model import LancerConfig
 from lancer.item_tokens import ItemTokenHead
@@ -425,7 +425,7 @@ def test_stopped_at_any_step_resumes_bit_for_bit(inits, tmp_path, preset):
 
 def test_backbone_build_killed_midway_leaves_no_cache(tmp_path):
     "A real build process killed while it pretrains leaves nothing that a later run would take for a built backbone."
-    script = ("import sys, torch\nfrom lancer.backbone import OfflineBackboneConfig\n"
+    script = ("import sys, torch\nfrom lancer.offline_backbone import OfflineBackboneConfig\n"
               "from lancer.pipeline import offline_backbone_path\nfrom lancer.protocol import template_for\n"
               "from lancer.training import rule_dataset\n"
               "torch.set_num_threads(1); ds = rule_dataset(n_users=16); ds.name = 'ml-100k'\n"

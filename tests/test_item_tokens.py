@@ -15,7 +15,7 @@ from lancer.lab.ablation import (MAIN_ROW, TRANSFER_CONDITIONS, ablation_table, 
                              model_size_table, row_configs, slug, load_ablation, run_ablation, run_cross_dataset,
                              run_history_lengths, run_model_sizes, run_template_robustness, split_catalogue,
                              template_robustness_table, with_changes)
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.cli import build_parser
 from lancer.options import configs_from_args as _configs
 from lancer.metrics import evaluate

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from lancer.backbone import train_tokenizer
+from lancer.offline_backbone import train_tokenizer
 from lancer.knowledge import (KnowledgePrompt, KnowledgePromptConfig, encode_items, freeze, item_representations,
                               knowledge_batch, knowledge_loss, knowledge_tokens)
 

@@ -5,7 +5,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pytest
 import torch
 
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.knowledge import knowledge_batch
 from lancer.model import ItemTexts, LancerConfig, Switches, TextHead, history_tensor, sequence_batch
 from lancer.recommend import display_mapper, recommend

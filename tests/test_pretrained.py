@@ -14,7 +14,8 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
 
-from lancer.backbone import BackboneError, PackagedBackbone, load_backbone, packaged_backbone_path, train_tokenizer
+from lancer.backbone import BackboneError, PackagedBackbone, load_backbone, packaged_backbone_path
+from lancer.offline_backbone import train_tokenizer
 from lancer.mapping import EmbeddingMapper, hidden_state_encoder
 from lancer.model import ItemTexts, LancerConfig, LancerModel, TextHead
 from lancer.item_tokens import ItemTokenHead

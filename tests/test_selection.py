@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from lancer.backbone import OfflineBackboneConfig
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.model import LancerConfig
 from lancer.checkpoints import model_kwargs, model_options
 from lancer.item_tokens import ItemTokenHead

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from lancer.backbone import BackboneError, OfflineBackboneConfig
+from lancer.backbone import BackboneError
+from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.cli import main
 from lancer.metrics import evaluate, target_ranks
 from lancer.model import LancerConfig

@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from ..backbone import OfflineBackboneConfig
+from ..offline_backbone import OfflineBackboneConfig
 from ..data import SeqDataset
 from ..mapping import EmbeddingMapper, rank_items
 from ..metrics import evaluate

@@ -21,7 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import GenerationConfig
 
 from ..data import SeqDataset
-from ..backbone import OfflineBackboneConfig, as_cache, backbone_corpus, build_offline_backbone
+from ..backbone import as_cache
+from ..offline_backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone
 from ..generation import left_pad, position_ids
 from ..knowledge import pool_hidden
 from ..mapping import rank_items
