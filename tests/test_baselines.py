@@ -10,7 +10,7 @@ import torch
 
 from lancer.baselines import (BASELINES, GRU4Rec, GRU4RecConfig, MostPopular, NARM, NARMConfig, SASRec, SASRecConfig,
                               evaluate_model, model_ranks, pad_left, score_all_items)
-from lancer.baseline_training import TrainConfig, fit, run_baselines, train_baseline, training_windows
+from lancer.baseline_training import TrainConfig, run_baselines, train_baseline, training_windows
 from lancer.metrics import topk_from_scores
 from lancer.protocol import leave_one_out
 

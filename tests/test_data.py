@@ -327,7 +327,7 @@ def test_udata_garbage_raises_dataformaterror(rows, bad, data):
         d = Path(tmp)
         shutil.copy(FX/"ml-100k"/"u.item", d/"u.item")
         (d/"u.data").write_bytes(("\n".join(lines) + "\n").encode("utf-8"))
-        with pytest.raises(DataFormatError, match=rf"u.data, line \d+"):
+        with pytest.raises(DataFormatError, match=r"u.data, line \d+"):
             load_ml100k(d)
 
 

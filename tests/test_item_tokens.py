@@ -6,7 +6,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch

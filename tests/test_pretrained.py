@@ -5,8 +5,6 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import hashlib
-import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -161,7 +159,6 @@ def test_bf16_training_and_evaluation_on_cpu(tmp_path):
 
 
 def test_checkpoints_reference_their_frozen_pretrained_backbone(fake_packages, tmp_path):
-    import shutil
     from safetensors.torch import load_file, save_file
     from lancer.checkpoints import load_model, save_model
     from lancer.pipeline import build_model

@@ -95,7 +95,6 @@ def test_main_job_runs_the_selected_configurations(tmp_path):
 
 def test_best_folder_opens_with_from_pretrained_and_has_a_model_card(tmp_path):
     from lancer.model import LancerModel
-    from lancer.recommend import recommend
     summary = train_lancer(toy(), tmp_path / "run", **model_kwargs(LANCER["model"]),
                            train_config=TrainConfig(**LANCER["train"]), command="lancer train --preset item-tokens")
     model = LancerModel.from_pretrained(tmp_path / "run" / "best")
