@@ -24,7 +24,7 @@ import torch
 
 from lancer.backbone import load_backbone
 from lancer.offline_backbone import OfflineBackboneConfig
-from lancer.data import write_atomic
+from lancer.download import write_atomic
 from lancer.pipeline import offline_backbone_path, prepare_data
 from lancer.protocol import template_for
 

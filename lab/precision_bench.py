@@ -23,7 +23,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from lancer.offline_backbone import OfflineBackboneConfig
-from lancer.data import write_atomic
+from lancer.download import write_atomic
 from lancer.model import sequence_batch
 from lancer.pipeline import build_model, prepare_data, preset
 from lancer.protocol import training_examples

@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
-from .data import atomic_directory
+from .download import atomic_directory
 from .download import default_cache_dir, sha256sum
 
 # %% auto #0

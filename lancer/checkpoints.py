@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
-from .data import atomic_directory
+from .download import atomic_directory
 from .item_tokens import ItemTokenHead
 from .model import ItemTexts, LancerConfig, LancerModel, Switches, TextHead
 from .protocol import TextTemplate

@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import urllib.request
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from tqdm.auto import tqdm
@@ -25,7 +27,7 @@ from .news_and_books import GOODREADS_FILES, find_file, load_goodreads, load_min
 # %% auto #0
 __all__ = ['GROUPLENS', 'UCSD_GOODREADS', 'URLS', 'RECBOLE_WHEEL', 'RECBOLE_WHEEL_SHA256', 'RECBOLE_ML100K_SHA256', 'DATASETS',
            'DownloadError', 'default_cache_dir', 'sha256sum', 'verify_checksum', 'download', 'fetch_recbole_ml100k',
-           'load_dataset', 'data_command']
+           'load_dataset', 'write_atomic', 'atomic_directory', 'complete_directory', 'data_command']
 
 # %% ../nbs/00c_download.ipynb #8af35e18
 class DownloadError(OSError):
@@ -159,6 +161,37 @@ def load_dataset(name: str, data_dir: str | Path | None = None, cache_dir: str |
         return load_recbole_atomic(cache/"recbole", "ml-100k", duplicates)
     if (ds := load(cache)) is None: raise DownloadError(f"{cache}: downloaded files do not contain the {name} data")
     return ds
+
+# %% ../nbs/00c_download.ipynb #b70b639e
+def write_atomic(path: str | Path, data: str | bytes) -> Path:
+    "Write `data` to `path` via a temporary sibling renamed into place (readers see the old file or the new one)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+    return path
+
+@contextmanager
+def atomic_directory(path: str | Path):
+    """Yield an empty temporary sibling of folder `path` to fill; when the block ends without error it replaces `path`
+    (the old folder is renamed aside first and removed last, so a crash leaves one complete copy; see `complete_directory`)."""
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp, old = path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.old-{os.getpid()}")
+    for stale in path.parent.glob(f".{path.name}.tmp-*"): shutil.rmtree(stale, ignore_errors=True)  # killed writers'
+    tmp.mkdir()
+    try: yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True); raise
+    if path.exists(): os.replace(path, old)
+    os.replace(tmp, path)
+    for aside in path.parent.glob(f".{path.name}.old-*"): shutil.rmtree(aside, ignore_errors=True)
+
+def complete_directory(path: str | Path) -> Path | None:
+    "`path` if it exists, else the copy an interrupted `atomic_directory` left aside (None if there is neither)."
+    path = Path(path)
+    if path.exists(): return path
+    aside = sorted(path.parent.glob(f".{path.name}.old-*"), key=lambda p: p.stat().st_mtime)
+    return aside[-1] if aside else None
 
 # %% ../nbs/00c_download.ipynb #4f9ed374
 def data_command(dataset: str | SeqDataset, data_dir: str | None = None, min_interactions: int = 5,

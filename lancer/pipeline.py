@@ -20,8 +20,8 @@ from accelerate import Accelerator
 from .backbone import PACKAGED_BACKBONES, load_backbone, packaged_backbone_path
 
 from .offline_backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone
-from .data import (SeqDataset, atomic_directory, complete_directory, dataset_fingerprint,
-                         filter_min_interactions, load_files, write_atomic)
+from .data import SeqDataset, dataset_fingerprint, filter_min_interactions, load_files
+from .download import atomic_directory, complete_directory, write_atomic
 from .download import default_cache_dir, load_dataset
 from .model import ItemTexts, LancerConfig, LancerModel, Switches, TextHead
 from .item_tokens import ItemTokenHead

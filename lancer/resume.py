@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.optim.swa_utils import AveragedModel
 
-from .data import atomic_directory
+from .download import atomic_directory
 from .model import LancerModel
 from .checkpoints import load_model, write_model
 from .training import logger

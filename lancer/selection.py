@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 
 from .baseline_training import TrainConfig as BaselineTrainConfig, train_baseline
 from .baselines import build_baseline, model_ranks
-from .data import SeqDataset, write_atomic
+from .data import SeqDataset
+from .download import write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
 from .checkpoints import model_kwargs, model_options
 from .checkpoints import load_model
@@ -71,7 +72,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9.]+", "-", name.lower()).strip("-")
 
 def write_json(path: Path, obj) -> None:
-    "Write `obj` as JSON to `path`, whole or not at all (`write_atomic`, notebook 00)."
+    "Write `obj` as JSON to `path`, whole or not at all (`write_atomic`, notebook 00c)."
     write_atomic(path, json.dumps(obj, indent=2))
 
 def _baseline(model: str, config: dict, seed: int) -> tuple[dict, dict]:

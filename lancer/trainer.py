@@ -21,7 +21,7 @@ from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .data import complete_directory, write_atomic
+from .download import complete_directory, write_atomic
 from .metrics import evaluate_ranks
 from .model import LancerModel, sequence_batch
 from .checkpoints import model_options

@@ -19,7 +19,7 @@ from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from .metrics import evaluate_ranks, target_ranks
 from .offline_backbone import warmup_cosine
-from .data import complete_directory
+from .download import complete_directory
 from .model import ItemTexts, LancerModel, TextHead, sequence_ids
 from .checkpoints import load_model, save_model
 from .recommend import recommend
