@@ -147,7 +147,7 @@ def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_hist
     ds, split = prepare_data(dataset, data_dir, max_history=max_history)
     if model == "lancer":
         train = TrainConfig(**config["train"] | {"seed": seed, "progress": False})
-        if not (run_dir / "best" / "lancer.json").exists():
+        if not (run_dir / "metrics.json").exists():                      # written when a run ends, not before
             parts = model_kwargs(config["model"] | {"max_history": max_history})
             train_lancer(dataset, run_dir, "offline", data_dir, **parts, train_config=train, lock_test=True)
         return example_ranks(load_model(run_dir / "best", ds.items), split.test, train)
@@ -173,11 +173,15 @@ def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir:
     result = (json.loads((where / "test.json").read_text()) if (where / "test.json").exists() else
               {"model": model, "candidate": record["chosen"], "valid_mean": record["candidates"][record["chosen"]]["valid_mean"],
                "seeds": {}})
+    if result["candidate"] != record["chosen"]:
+        raise ValueError(f"{where / 'test.json'} tested {result['candidate']!r}, but the selection record now chooses "
+                         f"{record['chosen']!r}: a choice is tested once; move the old test.json aside to test the new one")
     for seed in seeds if seeds is not None else record["seeds"]:
         if str(seed) in result["seeds"]: continue                               # each seed is tested once
         ranks = _test_ranks(model, config, seed, dataset, data_dir, max_history, runs / f"seed{seed}")
         result["seeds"][str(seed)] = {"metrics": evaluate_ranks(ranks), "ranks": ranks.tolist()}
-        write_json(where / "test.json", result | {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+        result["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        write_json(where / "test.json", result)
     return result
 
 # %% ../nbs/13_selection.ipynb #43dd8bba
