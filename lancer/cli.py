@@ -18,7 +18,11 @@ __all__ = ['build_parser', 'run', 'console', 'main']
 
 # %% ../nbs/15_cli.ipynb #4c7529fa
 class _Parser(argparse.ArgumentParser):
-    "An argument parser whose errors are one line: `lancer <command>: error: argument --x: must be ..., got '...'`."
+    """An argument parser whose errors are one line (`lancer <command>: error: argument --x: must be ..., got '...'`)
+    and which reads an option's old name (`RENAMED`, notebook 14) as its new one, with a warning."""
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(renamed(sys.argv[1:] if args is None else list(args)), namespace)
+
     def error(self, message: str):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
@@ -202,7 +206,7 @@ def console(parser: argparse.ArgumentParser, run, argv: list[str] | None = None)
 
 def main(argv: list[str] | None = None) -> int:
     "Entry point of the `lancer` console script."
-    return console(build_parser(), run, renamed(sys.argv[1:] if argv is None else argv))
+    return console(build_parser(), run, argv)
 
 # %% ../nbs/15_cli.ipynb #a3ca1c0d
 if __name__ == "__main__" and "__file__" in globals(): sys.exit(main())  # a module run, not this notebook

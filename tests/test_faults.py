@@ -225,6 +225,9 @@ def test_renamed_options_still_work_with_a_warning(old, new, field, value):
         argv = renamed(["train", "--output-dir", "x", *old])
     assert argv == ["train", "--output-dir", "x", *new]
     assert getattr(configs_from_args(build_parser().parse_args(argv))[1], field) == value
+    with pytest.warns(FutureWarning, match=f"{old[0]} is deprecated"):              # the parser reads them too
+        args = build_parser().parse_args(["train", "--output-dir", "x", *old])
+    assert getattr(configs_from_args(args)[1], field) == value
 
 
 def test_output_folder_that_is_a_file(tmp_path, capsys):
