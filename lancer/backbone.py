@@ -15,8 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 from transformers.cache_utils import Cache
 from huggingface_hub import constants as hf_constants
 
-from .download import atomic_directory
-from .download import default_cache_dir, sha256sum
+from .download import atomic_directory, default_cache_dir, sha256sum
 
 # %% auto #0
 __all__ = ['PACKAGED_BACKBONES', 'OFFLINE_HINT', 'BackboneError', 'PackagedBackbone', 'gguf_path', 'convert_gguf',

@@ -18,11 +18,9 @@ import torch
 from accelerate import Accelerator
 
 from .backbone import PACKAGED_BACKBONES, load_backbone, packaged_backbone_path
-
 from .offline_backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone
 from .data import SeqDataset, dataset_fingerprint, filter_min_interactions, load_files
-from .download import atomic_directory, complete_directory, write_atomic
-from .download import default_cache_dir, load_dataset
+from .download import atomic_directory, complete_directory, default_cache_dir, load_dataset, write_atomic
 from .model import ItemTexts, LancerConfig, LancerModel, Switches, TextHead
 from .item_tokens import ItemTokenHead
 from .checkpoints import load_knowledge_prompt, load_model, write_pretrained_extras

@@ -24,8 +24,7 @@ from .baselines import build_baseline, model_ranks
 from .data import SeqDataset
 from .download import write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
-from .checkpoints import model_kwargs, model_options
-from .checkpoints import load_model
+from .checkpoints import load_model, model_kwargs, model_options
 from .pipeline import prepare_data, preset, train_lancer
 from .training import TrainConfig, example_ranks
 

@@ -14,8 +14,7 @@ from lancer.checkpoints import model_kwargs, model_options
 from lancer.item_tokens import ItemTokenHead
 from lancer.main_job import main_job
 from lancer.pipeline import train_lancer
-from lancer.selection import chosen_config
-from lancer.selection import select, evaluate_chosen, write_json
+from lancer.selection import chosen_config, evaluate_chosen, select, write_json
 from lancer.training import TrainConfig, rule_dataset
 
 TINY = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=2, batch_size=16)
