@@ -38,7 +38,8 @@ def split_prefix(kv: Tensor, n_layer: int, n_head: int, head_dim: int) -> list[t
     "`[B, T, n_layer*2*n_head*head_dim]` -> per-layer `(key, value)`, each `[B, n_head, T, head_dim]`."
     B, T, _ = kv.shape
     kv = kv.view(B, T, 2 * n_layer, n_head, head_dim).permute(2, 0, 3, 1, 4)   # [2L, B, nh, T, hd]
-    return [(kv[2 * l], kv[2 * l + 1]) for l in range(n_layer)]
+    keys_values = kv.unbind(0)             # one view per slice; its backward is a single stack, not 2L zero-filled copies
+    return list(zip(keys_values[0::2], keys_values[1::2]))
 
 # %% ../nbs/05_knowledge.ipynb #a93e5de1
 class KnowledgePrompt(nn.Module):
