@@ -89,6 +89,8 @@ def _add_train_config(p: argparse.ArgumentParser):
     g.add_argument("--lr-stage2", type=positive_float, help="stage-2 learning rate")
     g.add_argument("--grad-accum", type=positive, help="batches accumulated per optimizer step")
     g.add_argument("--mixed-precision", choices=["no", "bf16", "fp16"], help="Accelerate's mixed precision (fp16: GPU only)")
+    g.add_argument("--optim", choices=["adamw_torch", "adamw_torch_fused"],
+                   help="AdamW as a loop over tensors, or fused into one kernel (faster, not bit-identical)")
     g.add_argument("--all-positions", action=argparse.BooleanOptionalAction,
                    help="every window of a user's training part is an example (--no-all-positions: one per user, published)")
     g.add_argument("--windows-per-user", type=count, help="most recent training windows kept per user (0: all)")

@@ -9,7 +9,7 @@ import json
 import os
 import random
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from torch.optim.swa_utils import AveragedModel
 from .download import atomic_directory
 from .model import LancerModel
 from .checkpoints import load_model, write_model
-from .training import logger
+from .training import TrainConfig, logger
 
 # %% auto #0
 __all__ = ['RESUMABLE_CHANGES', 'save_training_state', 'restore_rngs', 'check_resumable', 'Resumed', 'resume_state',
@@ -89,6 +89,7 @@ RESUMABLE_CHANGES = ("progress", "max_steps", "save_every", "eval_batch_size")  
 
 def check_resumable(saved: dict, now: dict, force: bool = False) -> None:
     "Refuse to resume a run whose training settings changed (other than `RESUMABLE_CHANGES`), unless `force`."
+    saved = asdict(TrainConfig()) | saved          # a setting newer than the checkpoint had its default value then
     changed = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
     if changed and not force:
         raise ValueError("cannot resume: the training settings differ from the checkpoint's (" +

@@ -28,9 +28,9 @@ from .checkpoints import model_options
 from .recommend import catalogue_representations
 from .protocol import Split
 from .resume import RESUMABLE_CHANGES, Resumed, _load_average, _load_optimizer, resume_state, save_training_state
-from .training import (TrainConfig, best_model, cached_inputs, epoch_order, example_ranks, logger, peak_memory_mb,
-                             select_examples, sequence_lengths, stage_optimizer, validate_epoch, validation_examples,
-                             weight_average)
+from .training import (TrainConfig, attention_kernels, best_model, cached_inputs, epoch_order, example_ranks,
+                             logger, peak_memory_mb, select_examples, sequence_lengths, stage_optimizer, validate_epoch,
+                             validation_examples, weight_average)
 
 # %% auto #0
 __all__ = ['train', 'plot_training']
@@ -93,7 +93,7 @@ def _optimizer_step(run: _Stage, model: LancerModel, batch: dict, cfg: TrainConf
         if run.table is None or global_step - run.refreshed_at >= cfg.refresh_every:
             run.table, run.refreshed_at = catalogue_representations(model).clone(), global_step
         batch = batch | cached_inputs(batch, run.table, cfg.knowledge_items, sampler)
-    with accelerator.accumulate(run.wrapped):
+    with accelerator.accumulate(run.wrapped), attention_kernels(cfg, accelerator.device):
         losses = run.wrapped(**batch)
         accelerator.backward(losses["loss"])
         if accelerator.sync_gradients: accelerator.clip_grad_norm_(run.params, cfg.max_grad_norm)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import logging
 import resource
 import sys
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from accelerate import Accelerator
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.optim.swa_utils import AveragedModel
 from transformers.trainer_pt_utils import get_length_grouped_indices
 
@@ -26,9 +28,10 @@ from .recommend import recommend
 from .protocol import Example, Split, training_examples
 
 # %% auto #0
-__all__ = ['logger', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order', 'padding_fraction',
-           'example_ranks', 'evaluate_examples', 'cached_inputs', 'weight_average', 'validation_examples',
-           'stage_optimizer', 'validate_epoch', 'best_model', 'peak_rss_mb', 'peak_memory_mb']
+__all__ = ['logger', 'OPTIMIZERS', 'TrainConfig', 'select_examples', 'rule_dataset', 'sequence_lengths', 'epoch_order',
+           'padding_fraction', 'attention_kernels', 'example_ranks', 'evaluate_examples', 'cached_inputs',
+           'weight_average', 'validation_examples', 'stage_optimizer', 'validate_epoch', 'best_model', 'peak_rss_mb',
+           'peak_memory_mb']
 
 # %% ../nbs/11_training.ipynb #a3c63e0a
 logger = logging.getLogger("lancer")      # progress messages; `lancer --quiet` / `--verbose` set its level
@@ -46,6 +49,7 @@ class TrainConfig:
     grad_accum: int = 1
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"       # "no" | "bf16" | "fp16" (GPU)
+    optim: str = "adamw_torch"        # "adamw_torch" | "adamw_torch_fused" (one kernel per step: faster, not bit-identical)
     all_positions: bool = True        # False: one example per user (published)
     windows_per_user: int | None = 5  # keep each user's most recent N training windows (None or 0: all, as on a GPU)
     num_beams: int = 10
@@ -113,6 +117,11 @@ def padding_fraction(lengths: list[int], order: list[int], batch_size: int) -> f
     batches = [lengths[s:s + batch_size] for s in range(0, len(lengths), batch_size)]
     return 1 - lengths.sum() / sum(b.max() * len(b) for b in batches)
 
+# %% ../nbs/11_training.ipynb #b1f3c0df
+def attention_kernels(cfg: TrainConfig, device: torch.device):
+    "The attention kernels to run under: the math kernel under bf16 on a CPU (faster there than flash), else PyTorch's choice."
+    return sdpa_kernel(SDPBackend.MATH) if device.type == "cpu" and cfg.mixed_precision == "bf16" else nullcontext()
+
 # %% ../nbs/11_training.ipynb #33572bcd
 def example_ranks(model: LancerModel, examples: list[Example], cfg: TrainConfig,
                   accelerator: Accelerator | None = None) -> np.ndarray:
@@ -120,7 +129,7 @@ def example_ranks(model: LancerModel, examples: list[Example], cfg: TrainConfig,
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.unwrap_model(model)
     bf16 = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    with accelerator.split_between_processes(list(range(len(examples)))) as mine, bf16:   # generation in bf16 too
+    with accelerator.split_between_processes(list(range(len(examples)))) as mine, bf16, attention_kernels(cfg, model.device):
         chunk = [examples[i] for i in mine]
         ranked, _ = recommend(model, [ex.history for ex in chunk], k=len(model.texts), num_beams=cfg.num_beams,
                               decoding=cfg.decoding, batch_size=cfg.eval_batch_size,
@@ -163,10 +172,14 @@ def validation_examples(split: Split, cfg: TrainConfig) -> list[Example]:
     return valid
 
 # %% ../nbs/11_training.ipynb #3a1db3c9
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused")   # Hugging Face TrainingArguments' names
+
 def stage_optimizer(model: LancerModel, cfg: TrainConfig, stage: int, total_steps: int):
     "The trained parameters of `stage`, AdamW over them at the stage's learning rate, and the warm-up + cosine schedule."
+    if cfg.optim not in OPTIMIZERS: raise ValueError(f"optim must be one of {OPTIMIZERS}, got {cfg.optim!r}")
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr_stage1 if stage == 1 else cfg.lr_stage2, weight_decay=cfg.weight_decay,
+                            fused=cfg.optim == "adamw_torch_fused" or None)
     return params, opt, warmup_cosine(opt, total_steps, max(1, int(total_steps * cfg.warmup_ratio)))   # notebook 04a
 
 def validate_epoch(scored: LancerModel, valid: list[Example], cfg: TrainConfig, accelerator: Accelerator, state: dict,
