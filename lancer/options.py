@@ -106,6 +106,8 @@ def _add_train_config(p: argparse.ArgumentParser):
     g.add_argument("--knowledge-items", type=positive, help="cached: items per step in the knowledge loss")
     g.add_argument("--group-by-length", action=argparse.BooleanOptionalAction,
                    help="batch training examples of similar token length (less padding with text items)")
+    g.add_argument("--save-every", type=count,
+                   help="also save a resumable checkpoint every N optimizer steps (0: at each epoch's end only)")
 
 # %% ../nbs/14_options.ipynb #0164a169
 def _add_model_options(p: argparse.ArgumentParser):
