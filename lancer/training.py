@@ -128,8 +128,9 @@ def example_ranks(model: LancerModel, examples: list[Example], cfg: TrainConfig,
     "Each example's target rank `[n]` in `model`'s ranking of the whole catalogue (without `example.seen` by default)."
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     model = accelerator.unwrap_model(model)
-    bf16 = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")
-    with accelerator.split_between_processes(list(range(len(examples)))) as mine, bf16, attention_kernels(cfg, model.device):
+    bf16 = torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=cfg.mixed_precision == "bf16")  # generation too
+    kernels = attention_kernels(cfg, model.device)
+    with accelerator.split_between_processes(list(range(len(examples)))) as mine, bf16, kernels:
         chunk = [examples[i] for i in mine]
         ranked, _ = recommend(model, [ex.history for ex in chunk], k=len(model.texts), num_beams=cfg.num_beams,
                               decoding=cfg.decoding, batch_size=cfg.eval_batch_size,
