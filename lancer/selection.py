@@ -26,12 +26,13 @@ from .download import write_atomic
 from .metrics import compare_models, evaluate_ranks, ndcg_at_k
 from .checkpoints import load_model, model_kwargs, model_options
 from .pipeline import prepare_data, preset, train_lancer
+from .protocol import Example
 from .training import TrainConfig, example_ranks
 
 # %% auto #0
 __all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
-           'run_candidate', 'select', 'chosen_config', 'evaluate_chosen', 'comparison', 'comparison_summary',
-           'selection_status']
+           'run_candidate', 'select', 'chosen_config', 'candidate_ranks', 'evaluate_chosen', 'comparison',
+           'comparison_summary', 'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -141,22 +142,25 @@ def chosen_config(record: dict) -> dict:
     return record["candidates"][best]["config"]
 
 # %% ../nbs/13_selection.ipynb #c716b28d
-def _test_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_history: int, run_dir: Path) -> np.ndarray:
-    "Each test user's rank under the trained candidate in `run_dir` (retrained with `seed` if its weights are gone)."
+def candidate_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_history: int, run_dir: Path,
+                    examples: list[Example] | None = None) -> np.ndarray:
+    """Each example's rank (default: the test users') under the trained candidate in `run_dir` (retrained with `seed` on
+    the test-locked split if its weights are gone)."""
     ds, split = prepare_data(dataset, data_dir, max_history=max_history)
+    examples = split.test if examples is None else examples
     if model == "lancer":
         train = TrainConfig(**config["train"] | {"seed": seed, "progress": False})
         if not (run_dir / "metrics.json").exists():                      # written when a run ends, not before
             parts = model_kwargs(config["model"] | {"max_history": max_history})
             train_lancer(dataset, run_dir, "offline", data_dir, **parts, train_config=train, lock_test=True)
-        return example_ranks(load_model(run_dir / "best", ds.items), split.test, train)
+        return example_ranks(load_model(run_dir / "best", ds.items), examples, train)
     overrides, train = _baseline(model, config, seed)
     if (run_dir / "model.safetensors").exists():
         net = build_baseline(model, split.n_items, max_history, **overrides)
         if list(net.state_dict()): net.load_state_dict(load_file(run_dir / "model.safetensors"))
     else:
         net, _ = train_baseline(model, split.lock_test(), BaselineTrainConfig(**train), **overrides)
-    return model_ranks(net.eval(), split.test, train.get("exclude_seen", True))
+    return model_ranks(net.eval(), examples, train.get("exclude_seen", True))
 
 def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, max_history: int = 10,
                   results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection",
@@ -177,7 +181,7 @@ def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir:
                          f"{record['chosen']!r}: a choice is tested once; move the old test.json aside to test the new one")
     for seed in seeds if seeds is not None else record["seeds"]:
         if str(seed) in result["seeds"]: continue                               # each seed is tested once
-        ranks = _test_ranks(model, config, seed, dataset, data_dir, max_history, runs / f"seed{seed}")
+        ranks = candidate_ranks(model, config, seed, dataset, data_dir, max_history, runs / f"seed{seed}")
         result["seeds"][str(seed)] = {"metrics": evaluate_ranks(ranks), "ranks": ranks.tolist()}
         result["written_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         write_json(where / "test.json", result)

@@ -32,10 +32,11 @@ __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELIN
            'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'CATALOGUE_HALVES', 'TRANSFER_CONDITIONS', 'DECODING_ROW',
            'slug', 'with_changes', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
            'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
-           'history_length_table', 'plot_history_lengths', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
-           'run_template_robustness', 'load_template_robustness', 'template_robustness_table', 'split_catalogue',
-           'run_cross_dataset', 'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers',
-           'compare_decodings', 'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
+           'history_length_table', 'plot_history_lengths', 'selected_history_lengths', 'selected_history_length_table',
+           'run_model_sizes', 'load_model_sizes', 'model_size_table', 'run_template_robustness',
+           'load_template_robustness', 'template_robustness_table', 'split_catalogue', 'run_cross_dataset',
+           'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
+           'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
 
 # %% ../../nbs/lab/01_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -289,6 +290,52 @@ def plot_history_lengths(runs: pd.DataFrame, metric: str = "ndcg@10"):
            xticks=sorted(runs["history"].unique()), xticklabels=sorted(runs["history"].unique()))
     ax.legend(); fig.tight_layout()
     return fig
+
+# %% ../../nbs/lab/01_ablation.ipynb #5e1ec7a1
+def selected_history_lengths(dataset: str | SeqDataset = "ml-100k", max_history: int = 10, seeds: Sequence[int] = (0, 1, 2),
+                             lengths: Sequence[int] = HISTORY_LENGTHS, results_dir: str | Path = "results/selection",
+                             runs_dir: str | Path = "runs/selection",
+                             output_dir: str | Path = "results/lab/history-lengths-selected", data_dir: str | None = None) -> Path:
+    """Per-user test ranks of every tested model's chosen configuration (notebook 13) with the histories cut to their last
+    `L` items, per seed; one JSON per model and seed under `output_dir/<dataset>/cap<max_history>` (returned)."""
+    from lancer.selection import candidate_ranks, chosen_config, slug, write_json
+    name = dataset if isinstance(dataset, str) else dataset.name
+    where, out = (Path(d) / name / f"cap{max_history}" for d in (results_dir, output_dir))
+    _, split = prepare_data(dataset, data_dir, max_history=max_history)
+    for model in sorted(p.parent.name for p in where.glob("*/test.json")):
+        record = json.loads((where / model / "selection.json").read_text())
+        runs = Path(runs_dir) / name / f"cap{max_history}" / model / slug(record["chosen"])
+        for seed in seeds:
+            if (path := out / model / f"seed{seed}.json").exists(): continue
+            ranks = {str(L): candidate_ranks(model, chosen_config(record), seed, dataset, data_dir, max_history,
+                                             runs / f"seed{seed}", [replace(e, history=e.history[-L:]) for e in split.test])
+                     for L in lengths}
+            write_json(path, {"model": model, "candidate": record["chosen"], "seed": seed,
+                              "valid_mean": record["candidates"][record["chosen"]]["valid_mean"],
+                              "ranks": {L: r.tolist() for L, r in ranks.items()}})
+    return out
+
+# %% ../../nbs/lab/01_ablation.ipynb #5e1ec7a2
+def selected_history_length_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame:
+    """NDCG@`k` per model (rows) and history length: mean ± std over the seeds every model has, and the paired difference
+    with the best-validated baseline, `diff [low, high]` (95% bootstrap over users, seeds pooled) and its verdict."""
+    from lancer.metrics import compare_models, ndcg_at_k
+    runs = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("*/seed*.json"))]
+    if not runs: raise FileNotFoundError(f"no runs (<model>/seed*.json) under {output_dir}")
+    models = sorted({r["model"] for r in runs})
+    seeds = sorted(set.intersection(*({r["seed"] for r in runs if r["model"] == m} for m in models)))
+    by = {(r["model"], r["seed"]): r for r in runs}
+    valid = {m: by[m, seeds[0]]["valid_mean"] for m in models}
+    reference = max((m for m in models if m != "lancer"), key=valid.get)
+    columns = {}
+    for L in runs[0]["ranks"]:
+        t = compare_models({m: np.stack([ndcg_at_k(np.asarray(by[m, s]["ranks"][L]), k) for s in seeds]) for m in models},
+                           reference)
+        columns[f"last {L}"] = [f"{a:.4f} ± {b:.4f}" for a, b in zip(t["mean"], t["std"])]
+        columns[f"last {L}: vs {reference}"] = ["reference" if m == reference else
+                                                f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] {v}"
+                                                for m, d, lo, hi, v in zip(t.index, t["diff"], t["diff_low"], t["diff_high"], t["verdict"])]
+    return pd.DataFrame(columns, index=pd.Index(models, name=f"NDCG@{k}, seeds {', '.join(map(str, seeds))}"))
 
 # %% ../../nbs/lab/01_ablation.ipynb #8e8add71
 MODEL_SIZES: dict[str, tuple[dict, dict]] = {
