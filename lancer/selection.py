@@ -145,7 +145,7 @@ def chosen_config(record: dict) -> dict:
 def candidate_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_history: int, run_dir: Path,
                     examples: list[Example] | None = None) -> np.ndarray:
     """Each example's rank (default: the test users') under the trained candidate in `run_dir` (retrained with `seed` on
-    the test-locked split if its weights are gone)."""
+    the test-locked split if its weights are gone, and its weights kept there)."""
     ds, split = prepare_data(dataset, data_dir, max_history=max_history)
     examples = split.test if examples is None else examples
     if model == "lancer":
@@ -158,8 +158,10 @@ def candidate_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_
     if (run_dir / "model.safetensors").exists():
         net = build_baseline(model, split.n_items, max_history, **overrides)
         if list(net.state_dict()): net.load_state_dict(load_file(run_dir / "model.safetensors"))
-    else:
+    else:                                                                # retrained once, then kept like a selection run's
         net, _ = train_baseline(model, split.lock_test(), BaselineTrainConfig(**train), **overrides)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, run_dir / "model.safetensors")
     return model_ranks(net.eval(), examples, train.get("exclude_seen", True))
 
 def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, max_history: int = 10,
