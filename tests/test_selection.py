@@ -117,3 +117,18 @@ def test_comparison_pairs_the_seeds_every_model_has(tmp_path):
                                              "seeds": {"7": {"ranks": [1] * 50}}})
     with pytest.raises(ValueError, match="share no seed"):
         comparison("ml-100k", 10, tmp_path)
+
+
+def test_lab_studies_read_the_selected_lancer_without_training(tmp_path):
+    "The lab's standard-protocol studies rank with the selection's trained LANCER: untouched, they give back its test ranks."
+    from lancer.lab.ablation import selected_history_lengths, selected_template_robustness, selected_template_table
+    kw = dict(max_history=4, results_dir=tmp_path / "r", runs_dir=tmp_path / "runs")
+    select("lancer", seeds=[0], dataset=toy(), only={"plain": LANCER}, **kw)
+    tested = evaluate_chosen("lancer", toy(), **kw)["seeds"]["0"]["ranks"]
+    perturbations = {"as trained": {}, "separator ' ; '": {"separator": " ; "}}
+    out = selected_template_robustness(toy(), seeds=[0], perturbations=perturbations, output_dir=tmp_path / "t", **kw)
+    assert json.loads((out / "seed0.json").read_text())["ranks"]["as trained"] == tested
+    table = selected_template_table(out)
+    assert list(table.index) == list(perturbations) and table.loc["as trained", "vs as trained"] == "reference"
+    lengths = selected_history_lengths(toy(), seeds=[0], lengths=(1, 4), output_dir=tmp_path / "h", **kw)
+    assert json.loads((lengths / "lancer" / "seed0.json").read_text())["ranks"]["4"] == tested     # L = the cap

@@ -32,9 +32,10 @@ __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELIN
            'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'CATALOGUE_HALVES', 'TRANSFER_CONDITIONS', 'DECODING_ROW',
            'slug', 'with_changes', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
            'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
-           'history_length_table', 'plot_history_lengths', 'selected_history_lengths', 'selected_history_length_table',
-           'run_model_sizes', 'load_model_sizes', 'model_size_table', 'run_template_robustness',
-           'load_template_robustness', 'template_robustness_table', 'split_catalogue', 'run_cross_dataset',
+           'history_length_table', 'plot_history_lengths', 'selected_history_lengths', 'paired_columns',
+           'selected_history_length_table', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
+           'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
+           'selected_template_robustness', 'selected_template_table', 'split_catalogue', 'run_cross_dataset',
            'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
            'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
 
@@ -316,6 +317,12 @@ def selected_history_lengths(dataset: str | SeqDataset = "ml-100k", max_history:
     return out
 
 # %% ../../nbs/lab/01_ablation.ipynb #5e1ec7a2
+def paired_columns(table: pd.DataFrame) -> tuple[list[str], list[str]]:
+    "`compare_models`' table as two text columns: `mean ± std`, and `diff [low, high] verdict` ('reference' on its row)."
+    return ([f"{a:.4f} ± {b:.4f}" for a, b in zip(table["mean"], table["std"])],
+            ["reference" if pd.isna(d) else f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] {v}"
+             for d, lo, hi, v in zip(table["diff"], table["diff_low"], table["diff_high"], table["verdict"])])
+
 def selected_history_length_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame:
     """NDCG@`k` per model (rows) and history length: mean ± std over the seeds every model has, and the paired difference
     with the best-validated baseline, `diff [low, high]` (95% bootstrap over users, seeds pooled) and its verdict."""
@@ -331,10 +338,7 @@ def selected_history_length_table(output_dir: str | Path, k: int = 10) -> pd.Dat
     for L in runs[0]["ranks"]:
         t = compare_models({m: np.stack([ndcg_at_k(np.asarray(by[m, s]["ranks"][L]), k) for s in seeds]) for m in models},
                            reference)
-        columns[f"last {L}"] = [f"{a:.4f} ± {b:.4f}" for a, b in zip(t["mean"], t["std"])]
-        columns[f"last {L}: vs {reference}"] = ["reference" if m == reference else
-                                                f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] {v}"
-                                                for m, d, lo, hi, v in zip(t.index, t["diff"], t["diff_low"], t["diff_high"], t["verdict"])]
+        columns[f"last {L}"], columns[f"last {L}: vs {reference}"] = paired_columns(t)
     return pd.DataFrame(columns, index=pd.Index(models, name=f"NDCG@{k}, seeds {', '.join(map(str, seeds))}"))
 
 # %% ../../nbs/lab/01_ablation.ipynb #8e8add71
@@ -478,6 +482,47 @@ def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") 
     return pd.DataFrame({metric: _mean_std(runs.groupby("template", sort=False)[metric]).loc[names],
                          "change": changes["change"], "seeds lower": changes["seeds lower"]},
                         index=pd.Index(names, name="template"))
+
+# %% ../../nbs/lab/01_ablation.ipynb #7e2f0a11
+def selected_template_robustness(dataset: str | SeqDataset = "ml-100k", max_history: int = 10,
+                                 seeds: Sequence[int] = (0, 1, 2), perturbations: dict[str, dict] | None = None,
+                                 results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection",
+                                 output_dir: str | Path = "results/lab/template-robustness-selected",
+                                 data_dir: str | None = None) -> Path:
+    """Per-user test ranks of LANCER's chosen, tested configuration (notebook 13) under each template perturbation, from
+    each seed's trained weights; one JSON per seed under `output_dir/<dataset>/cap<max_history>` (returned)."""
+    from lancer.checkpoints import load_model
+    from lancer.selection import chosen_config, slug, write_json
+    from lancer.training import example_ranks
+    perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
+    name = dataset if isinstance(dataset, str) else dataset.name
+    where, out = (Path(d) / name / f"cap{max_history}" for d in (results_dir, output_dir))
+    if not (where / "lancer" / "test.json").exists():
+        raise FileNotFoundError(f"LANCER's choice is not tested under {where}: run `lancer select --model lancer --test`")
+    record = json.loads((where / "lancer" / "selection.json").read_text())
+    config = chosen_config(record)
+    ds, split = prepare_data(dataset, data_dir, max_history=max_history)
+    for seed in seeds:
+        if (path := out / f"seed{seed}.json").exists(): continue
+        best = Path(runs_dir) / name / f"cap{max_history}" / "lancer" / slug(record["chosen"]) / f"seed{seed}" / "best"
+        trained, train = load_model(best, ds.items), TrainConfig(**config["train"] | {"seed": seed, "progress": False})
+        ranks = {label: example_ranks(load_model(best, ds.items, template=replace(trained.texts.template, **change))
+                                      if change else trained, split.test, train).tolist()
+                 for label, change in perturbations.items()}
+        write_json(path, {"candidate": record["chosen"], "seed": seed, "perturbations": perturbations, "ranks": ranks})
+    return out
+
+def selected_template_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame:
+    "NDCG@`k` per perturbation: mean ± std over seeds, and the paired difference with the first one (the trained template)."
+    from lancer.metrics import compare_models, ndcg_at_k
+    runs = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("seed*.json"))]
+    if not runs: raise FileNotFoundError(f"no runs (seed*.json) under {output_dir}")
+    labels = list(runs[0]["ranks"])
+    t = compare_models({label: np.stack([ndcg_at_k(np.asarray(r["ranks"][label]), k) for r in runs]) for label in labels},
+                       labels[0])
+    mean_std, diff = paired_columns(t)
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    return pd.DataFrame({f"NDCG@{k}": mean_std, f"vs {labels[0]}": diff}, index=pd.Index(labels, name=f"template (seeds {seeds})"))
 
 # %% ../../nbs/lab/01_ablation.ipynb #ff3f358c
 def split_catalogue(ds: SeqDataset, seed: int = 0) -> tuple[SeqDataset, SeqDataset]:
