@@ -296,7 +296,8 @@ def plot_history_lengths(runs: pd.DataFrame, metric: str = "ndcg@10"):
 def selected_history_lengths(dataset: str | SeqDataset = "ml-100k", max_history: int = 10, seeds: Sequence[int] = (0, 1, 2),
                              lengths: Sequence[int] = HISTORY_LENGTHS, results_dir: str | Path = "results/selection",
                              runs_dir: str | Path = "runs/selection",
-                             output_dir: str | Path = "results/lab/history-lengths-selected", data_dir: str | None = None) -> Path:
+                             output_dir: str | Path = "results/lab/history-lengths-selected",
+                             data_dir: str | None = None) -> Path:
     """Per-user test ranks of every tested model's chosen configuration (notebook 13) with the histories cut to their last
     `L` items, per seed; one JSON per model and seed under `output_dir/<dataset>/cap<max_history>` (returned)."""
     from lancer.selection import candidate_ranks, chosen_config, slug, write_json
@@ -522,7 +523,8 @@ def selected_template_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame
                        labels[0])
     mean_std, diff = paired_columns(t)
     seeds = ", ".join(str(r["seed"]) for r in runs)
-    return pd.DataFrame({f"NDCG@{k}": mean_std, f"vs {labels[0]}": diff}, index=pd.Index(labels, name=f"template (seeds {seeds})"))
+    return pd.DataFrame({f"NDCG@{k}": mean_std, f"vs {labels[0]}": diff},
+                        index=pd.Index(labels, name=f"template (seeds {seeds})"))
 
 # %% ../../nbs/lab/01_ablation.ipynb #ff3f358c
 def split_catalogue(ds: SeqDataset, seed: int = 0) -> tuple[SeqDataset, SeqDataset]:
