@@ -31,8 +31,8 @@ from .training import TrainConfig, example_ranks
 
 # %% auto #0
 __all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
-           'run_candidate', 'select', 'chosen_config', 'candidate_ranks', 'evaluate_chosen', 'comparison',
-           'comparison_summary', 'selection_status']
+           'save_weights', 'run_candidate', 'select', 'chosen_config', 'candidate_ranks', 'evaluate_chosen',
+           'comparison', 'comparison_summary', 'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -75,6 +75,11 @@ def write_json(path: Path, obj) -> None:
     "Write `obj` as JSON to `path`, whole or not at all (`write_atomic`, notebook 00c)."
     write_atomic(path, json.dumps(obj, indent=2))
 
+def save_weights(net: torch.nn.Module, run_dir: Path) -> None:
+    "A trained baseline's weights as `run_dir/model.safetensors`, where `candidate_ranks` reads them back."
+    run_dir.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, run_dir / "model.safetensors")
+
 def _baseline(model: str, config: dict, seed: int) -> tuple[dict, dict]:
     "Model overrides and `BaselineTrainConfig` fields of a baseline candidate with `seed`."
     return config["model"], config["train"] | {"seed": seed, "show_progress": False}
@@ -94,8 +99,7 @@ def run_candidate(model: str, name: str, config: dict, seed: int, dataset: str |
         _, split = prepare_data(dataset, data_dir, max_history=max_history)
         overrides, train = _baseline(model, config, seed)
         net, details = train_baseline(model, split.lock_test(), BaselineTrainConfig(**train), **overrides)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, run_dir / "model.safetensors")
+        save_weights(net, run_dir)
         valid = details["valid"]["ndcg@10"]
     record = {"model": model, "candidate": name, "seed": seed, "valid_ndcg@10": valid, "config": config,
               "wall_time_s": round(time.time() - t0, 1), "cpu_time_s": round(time.process_time() - c0, 1),
@@ -160,8 +164,7 @@ def candidate_ranks(model: str, config: dict, seed: int, dataset, data_dir, max_
         if list(net.state_dict()): net.load_state_dict(load_file(run_dir / "model.safetensors"))
     else:                                                                # retrained once, then kept like a selection run's
         net, _ = train_baseline(model, split.lock_test(), BaselineTrainConfig(**train), **overrides)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.contiguous() for k, v in net.state_dict().items()}, run_dir / "model.safetensors")
+        save_weights(net, run_dir)
     return model_ranks(net.eval(), examples, train.get("exclude_seen", True))
 
 def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None, max_history: int = 10,

@@ -34,7 +34,7 @@ __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELIN
            'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
            'history_length_table', 'plot_history_lengths', 'selected_history_lengths', 'paired_columns',
            'selected_history_length_table', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
-           'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
+           'templated_models', 'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
            'selected_template_robustness', 'selected_template_table', 'split_catalogue', 'run_cross_dataset',
            'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
            'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
@@ -428,6 +428,13 @@ TEMPLATE_PERTURBATIONS: dict[str, dict] = {     # name: TextTemplate changes at 
     "display fields swapped": {"display": "{title} : {genres}"},
 }
 
+def templated_models(best: Path, items: pd.DataFrame, perturbations: dict[str, dict]):
+    "`(name, model)` per perturbation: checkpoint `best` with its trained template changed by it (unchanged: loaded once)."
+    from lancer.checkpoints import load_model
+    trained = load_model(best, items)
+    for name, change in perturbations.items():
+        yield name, load_model(best, items, template=replace(trained.texts.template, **change)) if change else trained
+
 def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | Path = "results/lab/template-robustness",
                             dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
                             perturbations: dict[str, dict] | None = None, train_changes: dict | None = None,
@@ -435,7 +442,6 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
     """Train the main job with each seed (runs on disk are skipped) and test its checkpoint under each template
     perturbation (`TEMPLATE_PERTURBATIONS` by default); one JSON per seed in `output_dir`. Returns
     `load_template_robustness(output_dir)`."""
-    from lancer.checkpoints import load_model
     from lancer.training import evaluate_examples
     perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
     out = Path(output_dir)
@@ -443,11 +449,8 @@ def run_template_robustness(seeds: Sequence[int] = (0, 1, 2), output_dir: str | 
         with tempfile.TemporaryDirectory() as run_dir:
             summary = train_lancer(ds, run_dir, data_dir=data_dir, **parts, train_config=train_config,
                                    backbone_config=backbone_config)
-            best = Path(run_dir) / "best"
-            trained = load_model(best, ds.items)                        # with the template it was trained with
-            test = {name: evaluate_examples(load_model(best, ds.items, template=replace(trained.texts.template, **change))
-                                            if change else trained, split.test, train_config)
-                    for name, change in perturbations.items()}
+            test = {name: evaluate_examples(model, split.test, train_config)
+                    for name, model in templated_models(Path(run_dir) / "best", ds.items, perturbations)}
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps({"seed": seed, "test": test, "trained_test": summary["lancer"],
                                     "perturbations": perturbations, "wall_time_s": summary["total_wall_time_s"],
@@ -492,7 +495,6 @@ def selected_template_robustness(dataset: str | SeqDataset = "ml-100k", max_hist
                                  data_dir: str | None = None) -> Path:
     """Per-user test ranks of LANCER's chosen, tested configuration (notebook 13) under each template perturbation, from
     each seed's trained weights; one JSON per seed under `output_dir/<dataset>/cap<max_history>` (returned)."""
-    from lancer.checkpoints import load_model
     from lancer.selection import chosen_config, slug, write_json
     from lancer.training import example_ranks
     perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
@@ -506,10 +508,9 @@ def selected_template_robustness(dataset: str | SeqDataset = "ml-100k", max_hist
     for seed in seeds:
         if (path := out / f"seed{seed}.json").exists(): continue
         best = Path(runs_dir) / name / f"cap{max_history}" / "lancer" / slug(record["chosen"]) / f"seed{seed}" / "best"
-        trained, train = load_model(best, ds.items), TrainConfig(**config["train"] | {"seed": seed, "progress": False})
-        ranks = {label: example_ranks(load_model(best, ds.items, template=replace(trained.texts.template, **change))
-                                      if change else trained, split.test, train).tolist()
-                 for label, change in perturbations.items()}
+        train = TrainConfig(**config["train"] | {"seed": seed, "progress": False})
+        ranks = {label: example_ranks(model, split.test, train).tolist()
+                 for label, model in templated_models(best, ds.items, perturbations)}
         write_json(path, {"candidate": record["chosen"], "seed": seed, "perturbations": perturbations, "ranks": ranks})
     return out
 
