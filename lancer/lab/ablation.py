@@ -30,14 +30,16 @@ from ..protocol import Example, template_for
 # %% auto #0
 __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELINE_NAMES', 'HISTORY_LENGTHS', 'MODEL_SIZES',
            'PRETRAINED_BACKBONES', 'TEMPLATE_PERTURBATIONS', 'CATALOGUE_HALVES', 'TRANSFER_CONDITIONS', 'DECODING_ROW',
-           'slug', 'with_changes', 'row_configs', 'run_ablation', 'load_ablation', 'ablation_table', 'compare_rows',
-           'plot_ablation', 'truncated_history_metrics', 'run_history_lengths', 'load_history_lengths',
-           'history_length_table', 'plot_history_lengths', 'selected_history_lengths', 'paired_columns',
-           'selected_history_length_table', 'run_model_sizes', 'load_model_sizes', 'model_size_table',
-           'templated_models', 'run_template_robustness', 'load_template_robustness', 'template_robustness_table',
-           'selected_template_robustness', 'selected_template_table', 'split_catalogue', 'run_cross_dataset',
-           'load_cross_dataset', 'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
-           'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table']
+           'SELECTED_ABLATIONS', 'ABLATION_RULE', 'slug', 'with_changes', 'row_configs', 'run_ablation',
+           'load_ablation', 'ablation_table', 'compare_rows', 'plot_ablation', 'truncated_history_metrics',
+           'run_history_lengths', 'load_history_lengths', 'history_length_table', 'plot_history_lengths',
+           'selected_history_lengths', 'paired_columns', 'selected_history_length_table', 'run_model_sizes',
+           'load_model_sizes', 'model_size_table', 'templated_models', 'run_template_robustness',
+           'load_template_robustness', 'template_robustness_table', 'selected_template_robustness',
+           'selected_template_table', 'split_catalogue', 'run_cross_dataset', 'load_cross_dataset',
+           'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
+           'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table', 'selected_ablation',
+           'selected_ablation_table']
 
 # %% ../../nbs/lab/01_ablation.ipynb #e12d7fa4
 ABLATIONS: dict[str, tuple[str, dict, dict]] = {
@@ -733,3 +735,70 @@ def decoding_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") -> pd.DataF
     return pd.DataFrame({metric: _mean_std(g[metric]), "test_recall@10": _mean_std(g["test_recall@10"]),
                          "distinct items / 10": g["distinct_items"].mean(), "generate s": g["generate_s"].mean(),
                          "map s": g["map_s"].mean(), "seeds": g.size()})
+
+# %% ../../nbs/lab/01_ablation.ipynb #ab5e1ec1
+SELECTED_ABLATIONS: dict[str, dict] = {   # ablation: model option changes (`model_options` names) to LANCER's choice
+    "w/o reasoning prompt (the knowledge prompt as a static prefix)": {"reasoning_prompt": False},
+    "w/o knowledge loss (lambda = 0)": {"knowledge_weight": 0.0},
+    "reasoning keys/values shared with the knowledge prompt (published, defect 2)": {"shared_kv": True},
+}
+ABLATION_RULE = ("a part pays on validation when switching it off lowers the mean validation NDCG@10 over the seeds; "
+                 "the test difference is computed after this record, once, with its paired 95% interval")
+
+def selected_ablation(dataset: str | SeqDataset = "ml-100k", max_history: int = 10, seeds: Sequence[int] = (0, 1, 2),
+                      ablations: dict[str, dict] | None = None, results_dir: str | Path = "results/selection",
+                      runs_dir: str | Path = "runs/selection", output_dir: str | Path = "results/lab/ablation-selected",
+                      data_dir: str | None = None) -> Path:
+    """Train each ablation (`SELECTED_ABLATIONS` by default) of LANCER's chosen configuration (notebook 13) as the
+    selection trains a candidate, write `validation.json` (scores, rule, verdicts), then each ablation's per-user test
+    ranks; under `output_dir/<dataset>/cap<max_history>` (returned). What is on disk already is skipped."""
+    from lancer.selection import candidate_ranks, chosen_config, run_candidate, slug, write_json
+    ablations = SELECTED_ABLATIONS if ablations is None else ablations
+    name = dataset if isinstance(dataset, str) else dataset.name
+    where, out = (Path(d) / name / f"cap{max_history}" for d in (results_dir, output_dir))
+    if not (where / "lancer" / "test.json").exists():
+        raise FileNotFoundError(f"LANCER's choice is not tested under {where}: run `lancer select --model lancer --test`")
+    record, tested = (json.loads((where / "lancer" / f).read_text()) for f in ("selection.json", "test.json"))
+    if missing := [s for s in seeds if s not in record["seeds"] or str(s) not in tested["seeds"]]:
+        raise ValueError(f"seeds {missing}: ablations run on seeds the choice was selected and tested with, {record['seeds']}")
+    chosen, config = record["chosen"], chosen_config(record)
+    variants = {a: {"model": config["model"] | change, "train": config["train"]} for a, change in ablations.items()}
+    runs = Path(runs_dir) / name / f"cap{max_history}" / "lancer-ablations"
+    valid = {chosen: [record["candidates"][chosen]["valid"][record["seeds"].index(s)] for s in seeds]}
+    for a, cfg in variants.items():                                     # validation only: the test split is locked
+        valid[a] = [run_candidate("lancer", a, cfg, s, dataset, data_dir, max_history, out, runs)["valid_ndcg@10"]
+                    for s in seeds]
+    means = {a: float(np.mean(v)) for a, v in valid.items()}
+    verdict = {a: "pays" if means[a] < means[chosen] else "does not pay" for a in ablations}
+    decided = {"chosen": chosen, "seeds": list(seeds), "rule": ABLATION_RULE, "changes": ablations,
+               "valid": valid, "valid_mean": means, "on validation": verdict}
+    written = json.loads((out / "validation.json").read_text()) if (out / "validation.json").exists() else {}
+    if {k: v for k, v in written.items() if k != "written_at"} != decided:
+        write_json(out / "validation.json", decided | {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    write_json(out / slug(chosen) / "test.json", {"seeds": {str(s): tested["seeds"][str(s)]["ranks"] for s in seeds}})
+    for a, cfg in variants.items():                                     # the test, once per ablation and seed
+        path = out / slug(a) / "test.json"
+        result = json.loads(path.read_text()) if path.exists() else {"seeds": {}}
+        for s in seeds:
+            if str(s) in result["seeds"]: continue
+            result["seeds"][str(s)] = candidate_ranks("lancer", cfg, s, dataset, data_dir, max_history,
+                                                      runs / slug(a) / f"seed{s}").tolist()
+            write_json(path, result)
+    return out
+
+def selected_ablation_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame:
+    """Per configuration (the chosen one first, then each ablation): validation NDCG@10 and test NDCG@`k` as mean ± std
+    over seeds, the verdict on validation, and the paired test difference with the chosen configuration."""
+    from lancer.metrics import compare_models, ndcg_at_k
+    from lancer.selection import slug
+    decided = json.loads((Path(output_dir) / "validation.json").read_text())
+    names, seeds = [decided["chosen"], *decided["changes"]], decided["seeds"]
+    ranks = {n: json.loads((Path(output_dir) / slug(n) / "test.json").read_text())["seeds"] for n in names}
+    t = compare_models({n: np.stack([ndcg_at_k(np.asarray(ranks[n][str(s)]), k) for s in seeds]) for n in names},
+                       decided["chosen"])
+    mean_std, diff = paired_columns(t)
+    spread = lambda v: np.std(v, ddof=1) if len(v) > 1 else np.nan
+    valid = [f"{np.mean(decided['valid'][n]):.4f} ± {spread(decided['valid'][n]):.4f}" for n in names]
+    return pd.DataFrame({"valid NDCG@10": valid, "on validation": ["chosen", *decided["on validation"].values()],
+                         f"test NDCG@{k}": mean_std, "vs chosen": diff},
+                        index=pd.Index(names, name=f"LANCER (seeds {', '.join(map(str, seeds))})"))
