@@ -6,11 +6,14 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
+import statistics
 import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -30,15 +33,17 @@ from ..metrics import evaluate
 from ..knowledge import knowledge_batch, prefixed_hidden
 from ..model import LancerModel, history_tensor, sequence_batch, sequence_ids
 from ..recommend import catalogue_representations, display_mapper, recommend
-from ..pipeline import build_model, prepare_data
-from ..training import cached_inputs, epoch_order, padding_fraction, peak_rss_mb, sequence_lengths
+from ..pipeline import build_model, prepare_data, preset
+from ..training import (TrainConfig, attention_kernels, cached_inputs, epoch_order, padding_fraction, peak_rss_mb,
+                             sequence_lengths, stage_optimizer)
 from .. import __version__
 from ..protocol import Example, leave_one_out, pad_rows, template_for, training_examples
 
 # %% auto #0
-__all__ = ['QUALITY_RUNS', 'TRAINING_VARIANTS', 'naive_encode_items', 'naive_loss', 'naive_train_batch', 'fast_train_batch',
-           'naive_recommend', 'bench_model', 'BenchConfig', 'matmul_gflops', 'step_flops', 'time_training',
-           'time_epoch', 'scaling_table', 'grouped_batches', 'training_quality', 'run_bench', 'bench_table']
+__all__ = ['QUALITY_RUNS', 'TRAINING_VARIANTS', 'PRECISIONS', 'naive_encode_items', 'naive_loss', 'naive_train_batch',
+           'fast_train_batch', 'naive_recommend', 'bench_model', 'BenchConfig', 'matmul_gflops', 'step_flops',
+           'time_training', 'time_epoch', 'scaling_table', 'grouped_batches', 'training_quality', 'run_bench',
+           'bench_table', 'precision_step', 'run_precision_bench', 'precision_table']
 
 # %% ../../nbs/lab/02_bench.ipynb #c832ce9f
 def _pad_right(t: Tensor, length: int, value: int) -> Tensor:
@@ -165,9 +170,9 @@ class BenchConfig:
     scaling: bool = True           # also time whole epochs at 25/50/100% of the users and history caps 5/10/20
     seed: int = 0
 
-def matmul_gflops(n: int = 1024, repeats: int = 20) -> float:
-    "Best fp32 GFLOP/s of an `n x n` matmul on this machine (the peak the training step is compared with)."
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 1024, repeats: int = 20, dtype: torch.dtype = torch.float32) -> float:
+    "Best GFLOP/s of an `n x n` matmul in `dtype` on this machine (the peak a training step is compared with)."
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     best = float("inf")
     for _ in range(repeats):
         t = time.perf_counter(); a @ b; best = min(best, time.perf_counter() - t)
@@ -367,3 +372,55 @@ def bench_table(report: dict) -> pd.DataFrame:
                          "lancer": round(report["lancer"][f"stage{stage}_{variant}_seq_per_s"], 2),
                          "lancer / naive": round(report[f"ratio_{variant}"][key], 1)})
     return pd.DataFrame(rows).set_index("phase")
+
+# %% ../../nbs/lab/02_bench.ipynb #b7ec0001
+PRECISIONS = tuple((p, o) for p in ("fp32", "bf16") for o in ("adamw_torch", "adamw_torch_fused"))   # (precision, optim)
+
+def precision_step(model: LancerModel, batch: dict, precision: str, optim: str, steps: int) -> dict:
+    "Median seconds of a training step of `model` on `batch` in `precision` with `optim`, and its GFLOP (counted once)."
+    cfg = TrainConfig(mixed_precision="bf16" if precision == "bf16" else "no", optim=optim)
+    _, opt, _ = stage_optimizer(model, cfg, model.stage, total_steps=steps + 2)
+    def step(_=None):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), attention_kernels(cfg, model.device):
+            loss = model(**batch)["loss"]
+        loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
+    step()                                                                   # warm-up: allocations, kernels
+    with FlopCounterMode(display=False) as counter: step()
+    seconds = []
+    for _ in range(steps):
+        t = time.perf_counter(); step(); seconds.append(time.perf_counter() - t)
+    return {"step_s": round(statistics.median(seconds), 3), "gflop": round(counter.get_total_flops() / 1e9, 2)}
+
+def run_precision_bench(backbones: Sequence[str] = ("offline", "smollm2-135m"), batch_size: int = 16, steps: int = 5,
+                        output: str | Path | None = "results/premise/precision-bench.json",
+                        dataset: str | SeqDataset = "ml-100k", backbone_config: OfflineBackboneConfig | None = None) -> dict:
+    """One stage-2 training step of the `item-tokens` preset's model per backbone and `PRECISIONS` row, beside the fp32
+    and bf16 matmul peaks; the report is returned and written to `output` as JSON."""
+    torch.manual_seed(0)
+    ds, split = prepare_data(dataset)
+    config, head, _ = preset("item-tokens")
+    examples = training_examples(split)[:batch_size]
+    peaks = {"fp32": matmul_gflops(2048, 10, torch.float32), "bf16": matmul_gflops(2048, 10, torch.bfloat16)}
+    report = {"backbones": list(backbones), "batch_size": batch_size, "steps": steps, "threads": torch.get_num_threads(),
+              "torch": torch.__version__, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES"),
+              "cpu": platform.processor() or platform.machine(),
+              "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}, "rows": []}
+    for name in backbones:
+        model = build_model(ds, name, config, backbone_config, split=split, seed=0, head=head).set_stage(2).train()
+        batch = sequence_batch(model.texts, examples, config.max_history, model.pad_id, head)
+        for precision, optim in PRECISIONS:
+            row = precision_step(model, batch, precision, optim, steps)
+            gflops = row["gflop"] / row["step_s"]
+            report["rows"].append({"backbone": name, "precision": precision, "optim": optim,
+                                   "parameters": sum(q.numel() for q in model.lm.parameters()), **row,
+                                   "gflops": round(gflops, 1), "of_peak": round(gflops / peaks[precision], 3)})
+        del model
+    if output is not None:
+        Path(output).parent.mkdir(parents=True, exist_ok=True)
+        Path(output).write_text(json.dumps(report, indent=2))
+    return report
+
+def precision_table(report: dict) -> pd.DataFrame:
+    "A precision report (`run_precision_bench`) as a table: one row per backbone, precision and optimizer."
+    return (pd.DataFrame(report["rows"]).set_index(["backbone", "precision", "optim"])
+            [["parameters", "step_s", "gflop", "gflops", "of_peak"]])
