@@ -27,7 +27,7 @@ from lancer.download import write_atomic
 from lancer.model import sequence_batch
 from lancer.offline_backbone import OfflineBackboneConfig
 from lancer.pipeline import build_model, prepare_data, preset
-from lancer.training import attention_kernels, example_ranks, select_examples
+from lancer.training import attention_kernels, example_ranks, select_examples, stage_optimizer
 
 
 def peak_gb() -> float: return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
@@ -53,7 +53,7 @@ def main():
     draw = random.Random(0)
     for stage in (1, 2):
         model.set_stage(stage); model.train()
-        opt = torch.optim.AdamW([q for q in model.parameters() if q.requires_grad], lr=1e-5, fused=True)
+        _, opt, _ = stage_optimizer(model, cfg, stage, total_steps=args.steps + 1)     # as training builds it (fused)
         times = []
         for _ in range(args.steps + 1):                                    # the first step warms up
             batch = sequence_batch(model.texts, draw.sample(examples, args.batch_size), config.max_history, model.pad_id, head)
