@@ -24,6 +24,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from transformers import GenerationConfig
 
 from ..data import SeqDataset
+from ..download import write_atomic
 from ..backbone import as_cache
 from ..offline_backbone import OfflineBackboneConfig, backbone_corpus, build_offline_backbone
 from ..generation import left_pad, position_ids
@@ -350,9 +351,7 @@ def run_bench(cfg: BenchConfig | None = None, output: str | Path | None = "bench
     if cfg.scaling:
         say("scaling ...")
         r["scaling"] = scaling_table(model, ds, cfg.batch_size, cfg.seed).to_dict("records")
-    if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(r, indent=2))
+    if output is not None: write_atomic(output, json.dumps(r, indent=2))
     return r
 
 # %% ../../nbs/lab/02_bench.ipynb #d6291502
@@ -415,9 +414,7 @@ def run_precision_bench(backbones: Sequence[str] = ("offline", "smollm2-135m"), 
                                    "parameters": sum(q.numel() for q in model.lm.parameters()), **row,
                                    "gflops": round(gflops, 1), "of_peak": round(gflops / peaks[precision], 3)})
         del model
-    if output is not None:
-        Path(output).parent.mkdir(parents=True, exist_ok=True)
-        Path(output).write_text(json.dumps(report, indent=2))
+    if output is not None: write_atomic(output, json.dumps(report, indent=2))
     return report
 
 def precision_table(report: dict) -> pd.DataFrame:

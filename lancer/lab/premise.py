@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -21,11 +20,12 @@ from ..data import SeqDataset
 from ..metrics import bootstrap_ci, ndcg_at_k, paired_difference
 from ..model import Switches
 from ..pipeline import prepare_data, preset, train_lancer
+from ..selection import slug
 from ..training import TrainConfig, example_ranks
 
 # %% auto #0
-__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'slug', 'premise_config', 'run_premise', 'load_premise', 'best_baseline',
-           'premise_table', 'plot_scale']
+__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'premise_config', 'run_premise', 'load_premise', 'best_baseline', 'premise_table',
+           'plot_scale']
 
 # %% ../../nbs/lab/01a_premise.ipynb #pr000006
 PREMISE_TRAIN = {"lr_stage1": 2e-4, "lr_stage2": 2e-4, "mixed_precision": "bf16", "optim": "adamw_torch_fused",
@@ -40,10 +40,6 @@ PREMISE_ARMS: dict[str, tuple[str, str, dict]] = {
     "item-tokens, offline": ("item-tokens", "offline", {}),
     "item-tokens, smollm2-135m": ("item-tokens", "smollm2-135m", {}),
 }
-
-def slug(arm: str) -> str:
-    "A file-system name for an arm."
-    return re.sub(r"[^a-z0-9.]+", "-", arm.lower()).strip("-")
 
 def premise_config(arm: tuple[str, str, dict], seed: int = 0, micro_batch: int = 8,
                    train_changes: dict | None = None) -> tuple[dict, TrainConfig]:
