@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "trains a candidate; validation verdicts written before the test (standard protocol)")
     _add_seeds(p, "results/lab/ablation-selected")
     p.add_argument("--max-history", type=positive, default=10, help="the history cap of the selection")
+    p.add_argument("--ablations", nargs="+", default=None,
+                   help="ablation names (default: every one of lancer.lab.ablation.SELECTED_ABLATIONS)")
     p = sub.add_parser("decoding", help="the paper's text model ranked by every decoding and mapper")
     _add_seeds(p, "results/lab/decoding")
     p.add_argument("--checkpoint", nargs="+", default=[], metavar="SEED=PATH",
@@ -110,8 +112,11 @@ def run(args) -> int:
         out = selected_template_robustness(args.dataset, args.max_history, args.seeds, output_dir=args.output_dir)
         print(selected_template_table(out).to_string())
     elif args.command == "selected-ablation":
-        from lancer.lab.ablation import selected_ablation, selected_ablation_table
-        out = selected_ablation(args.dataset, args.max_history, args.seeds, output_dir=args.output_dir)
+        from lancer.lab.ablation import SELECTED_ABLATIONS, selected_ablation, selected_ablation_table
+        if unknown := set(args.ablations or ()) - set(SELECTED_ABLATIONS):
+            raise KeyError(f"unknown ablations {sorted(unknown)}; ablations: {list(SELECTED_ABLATIONS)}")
+        ablations = {a: SELECTED_ABLATIONS[a] for a in args.ablations} if args.ablations else None
+        out = selected_ablation(args.dataset, args.max_history, args.seeds, ablations, output_dir=args.output_dir)
         print(selected_ablation_table(out).to_string())
     elif args.command == "decoding":
         from lancer.lab.ablation import decoding_table, run_decoding_comparison
