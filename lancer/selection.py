@@ -32,7 +32,7 @@ from .training import TrainConfig, example_ranks
 # %% auto #0
 __all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
            'save_weights', 'run_candidate', 'select', 'chosen_config', 'candidate_ranks', 'evaluate_chosen',
-           'comparison', 'comparison_summary', 'selection_status']
+           'best_baseline', 'comparison', 'comparison_summary', 'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -193,6 +193,12 @@ def evaluate_chosen(model: str, dataset: str | SeqDataset = "ml-100k", data_dir:
     return result
 
 # %% ../nbs/13_selection.ipynb #43dd8bba
+def best_baseline(valid_means: dict[str, float]) -> str:
+    "The reference of every comparison: the baseline (any model but 'lancer') with the highest validation mean."
+    baselines = {m: v for m, v in valid_means.items() if m != "lancer"}
+    if not baselines: raise ValueError(f"no baseline among {list(valid_means)}")
+    return max(baselines, key=baselines.get)
+
 def comparison(dataset: str = "ml-100k", max_history: int = 10, results_dir: str | Path = "results/selection",
                k: int = 10) -> pd.DataFrame:
     "Test NDCG@`k` of every tested model: mean, std over seeds, bootstrap CI, paired difference against the best baseline."
@@ -202,8 +208,8 @@ def comparison(dataset: str = "ml-100k", max_history: int = 10, results_dir: str
     seeds = sorted(set.intersection(*(set(t["seeds"]) for t in tested.values())), key=int)   # paired: the common seeds
     if not seeds: raise ValueError(f"the tested models under {where} share no seed")
     per_user = {m: np.stack([ndcg_at_k(np.asarray(t["seeds"][s]["ranks"]), k) for s in seeds]) for m, t in tested.items()}
-    baselines = [m for m in tested if m != "lancer"]
-    reference = max(baselines, key=lambda m: tested[m]["valid_mean"]) if baselines else next(iter(tested))
+    means = {m: t["valid_mean"] for m, t in tested.items()}
+    reference = best_baseline(means) if set(means) - {"lancer"} else next(iter(tested))
     table = compare_models(per_user, reference)
     table.insert(0, "candidate", [tested[m]["candidate"] for m in table.index])
     table.insert(1, "valid mean", [tested[m]["valid_mean"] for m in table.index])

@@ -330,13 +330,14 @@ def selected_history_length_table(output_dir: str | Path, k: int = 10) -> pd.Dat
     """NDCG@`k` per model (rows) and history length: mean ± std over the seeds every model has, and the paired difference
     with the best-validated baseline, `diff [low, high]` (95% bootstrap over users, seeds pooled) and its verdict."""
     from lancer.metrics import compare_models, ndcg_at_k
+    from lancer.selection import best_baseline
     runs = [json.loads(p.read_text()) for p in sorted(Path(output_dir).glob("*/seed*.json"))]
     if not runs: raise FileNotFoundError(f"no runs (<model>/seed*.json) under {output_dir}")
     models = sorted({r["model"] for r in runs})
     seeds = sorted(set.intersection(*({r["seed"] for r in runs if r["model"] == m} for m in models)))
     by = {(r["model"], r["seed"]): r for r in runs}
     valid = {m: by[m, seeds[0]]["valid_mean"] for m in models}
-    reference = max((m for m in models if m != "lancer"), key=valid.get)
+    reference = best_baseline(valid)
     columns = {}
     for L in runs[0]["ranks"]:
         t = compare_models({m: np.stack([ndcg_at_k(np.asarray(by[m, s]["ranks"][L]), k) for s in seeds]) for m in models},
@@ -742,16 +743,37 @@ SELECTED_ABLATIONS: dict[str, dict] = {   # ablation: model option changes (`mod
     "w/o knowledge loss (lambda = 0)": {"knowledge_weight": 0.0},
     "reasoning keys/values shared with the knowledge prompt (published, defect 2)": {"shared_kv": True},
 }
-ABLATION_RULE = ("a part pays on validation when switching it off lowers the mean validation NDCG@10 over the seeds; "
-                 "the test difference is computed after this record, once, with its paired 95% interval")
+ABLATION_RULE = ("each ablation's verdict is whether its mean validation NDCG@10 over the seeds is lower than the chosen "
+                 "configuration's; its test difference is computed after its entry here, once, with a paired 95% interval")
+
+def _decide(path: Path, chosen: str, seeds: list[int], valid: dict[str, list[float]], ablations: dict[str, dict]) -> None:
+    """Record each ablation's validation scores and verdict in `path`, with the time it was decided. An ablation decided
+    before keeps its entry (another value for it, or other seeds or choice, is an error): its test may exist already."""
+    from lancer.selection import write_json
+    decided = json.loads(path.read_text()) if path.exists() else {
+        "chosen": chosen, "seeds": seeds, "rule": ABLATION_RULE, "changes": {}, "valid": {chosen: valid[chosen]},
+        "valid_mean": {chosen: float(np.mean(valid[chosen]))}, "on validation": {}, "decided_at": {}}
+    if (decided["chosen"], decided["seeds"]) != (chosen, seeds):
+        raise ValueError(f"{path} decided on seeds {decided['seeds']} of {decided['chosen']!r}: use those, or another output_dir")
+    for a, change in ablations.items():
+        mean = float(np.mean(valid[a]))
+        entry = {"changes": change, "valid": valid[a], "valid_mean": mean,
+                 "on validation": "lower" if mean < decided["valid_mean"][chosen] else "not lower"}
+        if a in decided["changes"]:
+            if {k: decided[k][a] for k in entry} != entry: raise ValueError(f"{a!r} was decided otherwise in {path}")
+            continue
+        for k, v in entry.items(): decided[k][a] = v
+        decided["decided_at"][a] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_json(path, decided)
 
 def selected_ablation(dataset: str | SeqDataset = "ml-100k", max_history: int = 10, seeds: Sequence[int] = (0, 1, 2),
                       ablations: dict[str, dict] | None = None, results_dir: str | Path = "results/selection",
                       runs_dir: str | Path = "runs/selection", output_dir: str | Path = "results/lab/ablation-selected",
                       data_dir: str | None = None) -> Path:
     """Train each ablation (`SELECTED_ABLATIONS` by default) of LANCER's chosen configuration (notebook 13) as the
-    selection trains a candidate, write `validation.json` (scores, rule, verdicts), then each ablation's per-user test
-    ranks; under `output_dir/<dataset>/cap<max_history>` (returned). What is on disk already is skipped."""
+    selection trains a candidate, record its validation scores and verdict in `validation.json` (`_decide`), then each
+    ablation's per-user test ranks; under `output_dir/<dataset>/cap<max_history>` (returned). What is on disk already
+    is skipped."""
     from lancer.selection import candidate_ranks, chosen_config, run_candidate, slug, write_json
     ablations = SELECTED_ABLATIONS if ablations is None else ablations
     name = dataset if isinstance(dataset, str) else dataset.name
@@ -768,13 +790,7 @@ def selected_ablation(dataset: str | SeqDataset = "ml-100k", max_history: int = 
     for a, cfg in variants.items():                                     # validation only: the test split is locked
         valid[a] = [run_candidate("lancer", a, cfg, s, dataset, data_dir, max_history, out, runs)["valid_ndcg@10"]
                     for s in seeds]
-    means = {a: float(np.mean(v)) for a, v in valid.items()}
-    verdict = {a: "pays" if means[a] < means[chosen] else "does not pay" for a in ablations}
-    decided = {"chosen": chosen, "seeds": list(seeds), "rule": ABLATION_RULE, "changes": ablations,
-               "valid": valid, "valid_mean": means, "on validation": verdict}
-    written = json.loads((out / "validation.json").read_text()) if (out / "validation.json").exists() else {}
-    if {k: v for k, v in written.items() if k != "written_at"} != decided:
-        write_json(out / "validation.json", decided | {"written_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+    _decide(out / "validation.json", chosen, list(seeds), valid, ablations)
     write_json(out / slug(chosen) / "test.json", {"seeds": {str(s): tested["seeds"][str(s)]["ranks"] for s in seeds}})
     for a, cfg in variants.items():                                     # the test, once per ablation and seed
         path = out / slug(a) / "test.json"
@@ -797,8 +813,8 @@ def selected_ablation_table(output_dir: str | Path, k: int = 10) -> pd.DataFrame
     t = compare_models({n: np.stack([ndcg_at_k(np.asarray(ranks[n][str(s)]), k) for s in seeds]) for n in names},
                        decided["chosen"])
     mean_std, diff = paired_columns(t)
-    spread = lambda v: np.std(v, ddof=1) if len(v) > 1 else np.nan
-    valid = [f"{np.mean(decided['valid'][n]):.4f} ± {spread(decided['valid'][n]):.4f}" for n in names]
-    return pd.DataFrame({"valid NDCG@10": valid, "on validation": ["chosen", *decided["on validation"].values()],
+    valid = pd.DataFrame([(n, v) for n in names for v in decided["valid"][n]], columns=["name", "valid"])
+    return pd.DataFrame({"valid NDCG@10": _mean_std(valid.groupby("name", sort=False)["valid"]).loc[names].tolist(),
+                         "on validation": ["chosen", *(decided["on validation"][n] for n in names[1:])],
                          f"test NDCG@{k}": mean_std, "vs chosen": diff},
                         index=pd.Index(names, name=f"LANCER (seeds {', '.join(map(str, seeds))})"))

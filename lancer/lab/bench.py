@@ -388,7 +388,7 @@ def precision_step(model: LancerModel, batch: dict, precision: str, optim: str, 
     seconds = []
     for _ in range(steps):
         t = time.perf_counter(); step(); seconds.append(time.perf_counter() - t)
-    return {"step_s": round(statistics.median(seconds), 3), "gflop": round(counter.get_total_flops() / 1e9, 2)}
+    return {"step_s": statistics.median(seconds), "gflop": counter.get_total_flops() / 1e9}
 
 def run_precision_bench(backbones: Sequence[str] = ("offline", "smollm2-135m"), batch_size: int = 16, steps: int = 5,
                         output: str | Path | None = "results/premise/precision-bench.json",
@@ -411,7 +411,8 @@ def run_precision_bench(backbones: Sequence[str] = ("offline", "smollm2-135m"), 
             row = precision_step(model, batch, precision, optim, steps)
             gflops = row["gflop"] / row["step_s"]
             report["rows"].append({"backbone": name, "precision": precision, "optim": optim,
-                                   "parameters": sum(q.numel() for q in model.lm.parameters()), **row,
+                                   "parameters": sum(q.numel() for q in model.lm.parameters()),
+                                   "step_s": round(row["step_s"], 3), "gflop": round(row["gflop"], 2),
                                    "gflops": round(gflops, 1), "of_peak": round(gflops / peaks[precision], 3)})
         del model
     if output is not None: write_atomic(output, json.dumps(report, indent=2))

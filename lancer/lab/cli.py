@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 from .. import __version__
 from ..cli import _Parser, console
@@ -126,7 +127,8 @@ def run(args) -> int:
         from lancer.lab.premise import PREMISE_ARMS, premise_table, run_premise
         out = run_premise(args.arms or list(PREMISE_ARMS), args.seeds, args.output_dir, args.runs_dir, args.dataset,
                           micro_batch=args.micro_batch)
-        print(premise_table(out).to_string())
+        selection = Path("results/selection") / args.dataset / "cap10"            # the presets' history cap
+        print(premise_table(out, selection if selection.exists() else None).to_string())
     elif args.command == "bench":
         import pandas as pd
         from lancer.lab.bench import BenchConfig, bench_table, run_bench

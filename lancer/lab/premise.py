@@ -17,15 +17,15 @@ import torch
 
 from ..checkpoints import load_model, model_kwargs, model_options
 from ..data import SeqDataset
-from ..metrics import bootstrap_ci, ndcg_at_k, paired_difference
+from .ablation import _mean_std, paired_columns
+from ..metrics import compare_models, ndcg_at_k
 from ..model import Switches
 from ..pipeline import prepare_data, preset, train_lancer
-from ..selection import slug
+from ..selection import best_baseline, slug, write_json
 from ..training import TrainConfig, example_ranks
 
 # %% auto #0
-__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'premise_config', 'run_premise', 'load_premise', 'best_baseline', 'premise_table',
-           'plot_scale']
+__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'premise_config', 'run_premise', 'load_premise', 'premise_table', 'plot_scale']
 
 # %% ../../nbs/lab/01a_premise.ipynb #pr000006
 PREMISE_TRAIN = {"lr_stage1": 2e-4, "lr_stage2": 2e-4, "mixed_precision": "bf16", "optim": "adamw_torch_fused",
@@ -74,19 +74,18 @@ def run_premise(arms: Sequence[str] = tuple(PREMISE_ARMS), seeds: Sequence[int] 
             (name, backbone, changes), run_dir = catalogue[arm], Path(runs_dir) / slug(arm) / f"seed{seed}"
             parts, train = premise_config(catalogue[arm], seed, micro_batch, train_changes)
             t0, c0 = time.time(), time.process_time()
-            summary = train_lancer(dataset, run_dir, backbone, data_dir, **parts, train_config=train,
-                                   resume=(run_dir / "last").exists())
+            summary = train_lancer(dataset, run_dir, backbone, data_dir, **parts, train_config=train, lock_test=True,
+                                   resume=(run_dir / "last").exists())   # the test: below, once per decoding
             if "stopped_at" in summary: continue                            # interrupted (`max_steps`): resumable
             ds, split = prepare_data(dataset, data_dir, max_history=parts["config"].max_history)
             model = load_model(run_dir / "best", ds.items)
             ranks = {d: example_ranks(model, split.test, cfg).tolist() for d, cfg in _decodings(name, train).items()}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps({
+            write_json(path, {
                 "arm": arm, "preset": name, "backbone": backbone, "changes": changes, "seed": seed,
                 "parameters": sum(p.numel() for p in model.lm.parameters()),
                 "valid_ndcg@10": summary["best_valid_ndcg@10"], "ranks": ranks, "threads": torch.get_num_threads(),
                 "wall_time_s": round(time.time() - t0, 1), "cpu_time_s": round(time.process_time() - c0, 1),
-                "command": f"lancer-lab premise --arms {arm!r} --seeds {seed}"}))
+                "command": f"lancer-lab premise --arms {arm!r} --seeds {seed} --micro-batch {micro_batch}"})
     return Path(output_dir)
 
 # %% ../../nbs/lab/01a_premise.ipynb #pr000011
@@ -96,53 +95,46 @@ def load_premise(output_dir: str | Path = "results/premise/runs") -> list[dict]:
     if not runs: raise FileNotFoundError(f"no premise runs (<arm>/seed*.json) under {output_dir}")
     return runs
 
-def best_baseline(selection_dir: str | Path) -> tuple[str, dict]:
-    "The tested baseline with the best validation mean under `selection_dir` (notebook 13's `<dataset>/cap<H>`): name, test."
-    tested = {p.parent.name: json.loads(p.read_text()) for p in Path(selection_dir).glob("*/test.json")
-              if p.parent.name != "lancer"}
-    if not tested: raise FileNotFoundError(f"no tested baseline under {selection_dir}")
-    name = max(tested, key=lambda m: tested[m]["valid_mean"])
-    return name, tested[name]
-
-def _mean_std(per_seed: np.ndarray) -> str:
-    "`mean ± std` over seeds (std: nan with one seed)."
-    return f"{per_seed.mean():.4f} ± {per_seed.std(ddof=1) if len(per_seed) > 1 else np.nan:.4f}"
-
-def _versus(values: np.ndarray, reference: np.ndarray) -> str:
-    "The paired difference `values - reference` (per user, seeds pooled), its 95% interval and verdict, as text."
-    d, lo, hi = paired_difference(values, reference)
-    return f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}] {'better' if lo > 0 else 'worse' if hi < 0 else 'tie'}"
+def _versus(per_user: dict[str, np.ndarray], name: str, reference: str) -> str:
+    "`name`'s paired difference with `reference` (`compare_models`), as `paired_columns` writes it."
+    return paired_columns(compare_models({n: per_user[n] for n in (name, reference)}, reference))[1][0]
 
 def premise_table(output_dir: str | Path = "results/premise/runs",
                   selection_dir: str | Path | None = "results/selection/ml-100k/cap10", k: int = 10) -> pd.DataFrame:
-    """Per arm and decoding (rows): backbone parameters, validation NDCG@10 and test NDCG@`k` (mean ± std over the seeds
-    every row has, bootstrap CI), and the paired test difference against the offline arm of the same preset, changes
-    and decoding, and against the best-validated baseline under `selection_dir` (if given)."""
+    """Per arm and decoding (rows, then the best-validated baseline under `selection_dir` if given): backbone parameters,
+    validation NDCG@10 (with the run's own decoding) and test NDCG@`k` over the seeds every row has (mean ± std, 95%
+    bootstrap CI), the paired test difference against the baseline, and against the offline arm of the same preset,
+    changes and decoding."""
     runs = load_premise(output_dir)
     rows = list(dict.fromkeys((r["arm"], d) for r in runs for d in r["ranks"]))
     seeds = sorted(set.intersection(*({r["seed"] for r in runs if r["arm"] == a} for a, _ in rows)))
     if not seeds: raise ValueError("the arms share no seed")
     by = {(r["arm"], r["seed"]): r for r in runs}
-    ndcg = {(a, d): np.stack([ndcg_at_k(np.asarray(by[a, s]["ranks"][d]), k) for s in seeds]) for a, d in rows}
-    first = {a: by[a, seeds[0]] for a, _ in rows}
-    same = lambda r: (r["preset"], json.dumps(r["changes"], sort_keys=True))     # arms that differ only in backbone
-    offline = {same(r): a for a, r in first.items() if r["backbone"] == "offline"}
-    table = pd.DataFrame(index=pd.Index([f"{a} | {d}" for a, d in rows],
-                                        name=f"arm | decoding (seeds {', '.join(map(str, seeds))})"))
-    table["parameters"] = [first[a]["parameters"] for a, _ in rows]
-    table["valid NDCG@10"] = [_mean_std(np.array([by[a, s]["valid_ndcg@10"] for s in seeds])) for a, _ in rows]
-    table[f"test NDCG@{k}"] = [_mean_std(ndcg[row].mean(1)) for row in rows]
-    table["95% CI"] = ["[{1:.4f}, {2:.4f}]".format(*bootstrap_ci(ndcg[row])) for row in rows]
-    ref = [offline.get(same(first[a])) for a, _ in rows]
-    table["vs offline backbone"] = ["reference" if o == a else "" if o is None else _versus(ndcg[a, d], ndcg[o, d])
-                                    for (a, d), o in zip(rows, ref)]
+    label = {(a, d): f"{a} | {d}" for a, d in rows}
+    per_user = {label[a, d]: np.stack([ndcg_at_k(np.asarray(by[a, s]["ranks"][d]), k) for s in seeds]) for a, d in rows}
+    reference = label[rows[0]]
     if selection_dir is not None:
-        name, tested = best_baseline(selection_dir)
-        if missing := [s for s in seeds if str(s) not in tested["seeds"]]:
-            raise ValueError(f"the best baseline, {name}, has no test with seeds {missing}")
-        base = np.stack([ndcg_at_k(np.asarray(tested["seeds"][str(s)]["ranks"]), k) for s in seeds])
-        table[f"vs {name} ({base.mean():.4f})"] = [_versus(ndcg[row], base) for row in rows]
-    return table
+        tested = {p.parent.name: json.loads(p.read_text()) for p in Path(selection_dir).glob("*/test.json")}
+        reference = best_baseline({m: t["valid_mean"] for m, t in tested.items()})
+        if missing := [s for s in seeds if str(s) not in tested[reference]["seeds"]]:
+            raise ValueError(f"the best baseline, {reference}, has no test with seeds {missing}")
+        per_user[reference] = np.stack([ndcg_at_k(np.asarray(tested[reference]["seeds"][str(s)]["ranks"]), k) for s in seeds])
+    t = compare_models(per_user, reference)
+    mean_std, versus_baseline = paired_columns(t)
+    valid = pd.DataFrame([(label[a, d], by[a, s]["valid_ndcg@10"]) for a, d in rows for s in seeds], columns=["row", "valid"])
+    first_run = {a: by[a, seeds[0]] for a, _ in rows}
+    same_but_backbone = lambda r: (r["preset"], json.dumps(r["changes"], sort_keys=True))
+    offline = {same_but_backbone(r): a for a, r in first_run.items() if r["backbone"] == "offline"}
+    versus_offline = {}
+    for a, d in rows:
+        o = offline.get(same_but_backbone(first_run[a]))
+        versus_offline[label[a, d]] = "" if o is None else "reference" if o == a else _versus(per_user, label[a, d], label[o, d])
+    return pd.DataFrame({
+        "parameters": [first_run[a]["parameters"] for a, _ in rows] + [np.nan] * (len(t) - len(rows)),
+        "valid NDCG@10": _mean_std(valid.groupby("row", sort=False)["valid"]).reindex(t.index, fill_value=""),
+        f"test NDCG@{k}": mean_std, "95% CI": [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(t["ci_low"], t["ci_high"])],
+        f"vs {reference}": versus_baseline, "vs offline backbone": [versus_offline.get(n, "") for n in t.index]},
+        index=pd.Index(t.index, name=f"arm | decoding (seeds {', '.join(map(str, seeds))})"))
 
 def plot_scale(runs: list[dict], k: int = 10):
     """Test NDCG@`k` against the backbone's parameter count, mean ± std over each arm's seeds: one line per preset and
