@@ -55,7 +55,6 @@ def main():
                                 **json.loads((Path(args.runs_dir) / f"seed{s}" / "timing.json").read_text())}
                        for s in args.seeds}}
     print(json.dumps(report, indent=2))
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.output, json.dumps(report, indent=2))
 
 

@@ -19,7 +19,6 @@ import resource
 import statistics
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import torch
 
@@ -79,7 +78,6 @@ def main():
                                    "evaluated_users": users,
                                    "eval_hours_constrained": round(users * report["valid_s_per_user"]["constrained"] / 3600, 1)}
     print(report, flush=True)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.output, json.dumps(report, indent=2))
 
 

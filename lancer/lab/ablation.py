@@ -35,7 +35,7 @@ __all__ = ['ABLATIONS', 'ROW_PROTOCOLS', 'MAIN_ROW', 'ITEM_TOKENS_ROW', 'BASELIN
            'run_history_lengths', 'load_history_lengths', 'history_length_table', 'plot_history_lengths',
            'selected_history_lengths', 'paired_columns', 'selected_history_length_table', 'run_model_sizes',
            'load_model_sizes', 'model_size_table', 'templated_models', 'run_template_robustness',
-           'load_template_robustness', 'template_robustness_table', 'selected_template_robustness',
+           'load_template_robustness', 'template_robustness_table', 'tested_lancer', 'selected_template_robustness',
            'selected_template_table', 'split_catalogue', 'run_cross_dataset', 'load_cross_dataset',
            'cross_dataset_table', 'mapping_precision_table', 'text_mappers', 'compare_decodings',
            'run_decoding_comparison', 'load_decoding_comparison', 'decoding_table', 'selected_ablation',
@@ -491,6 +491,13 @@ def template_robustness_table(runs: pd.DataFrame, metric: str = "test_ndcg@10") 
                         index=pd.Index(names, name="template"))
 
 # %% ../../nbs/lab/01_ablation.ipynb #7e2f0a11
+def tested_lancer(where: Path) -> tuple[dict, dict]:
+    "LANCER's selection record and test under `where` (notebook 13's `<dataset>/cap<H>`); an error if it is not tested."
+    if not (where / "lancer" / "test.json").exists():
+        raise FileNotFoundError(f"LANCER's choice is not tested under {where}: run `lancer select --model lancer --test`")
+    record, tested = (json.loads((where / "lancer" / f).read_text()) for f in ("selection.json", "test.json"))
+    return record, tested
+
 def selected_template_robustness(dataset: str | SeqDataset = "ml-100k", max_history: int = 10,
                                  seeds: Sequence[int] = (0, 1, 2), perturbations: dict[str, dict] | None = None,
                                  results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection",
@@ -503,9 +510,7 @@ def selected_template_robustness(dataset: str | SeqDataset = "ml-100k", max_hist
     perturbations = TEMPLATE_PERTURBATIONS if perturbations is None else perturbations
     name = dataset if isinstance(dataset, str) else dataset.name
     where, out = (Path(d) / name / f"cap{max_history}" for d in (results_dir, output_dir))
-    if not (where / "lancer" / "test.json").exists():
-        raise FileNotFoundError(f"LANCER's choice is not tested under {where}: run `lancer select --model lancer --test`")
-    record = json.loads((where / "lancer" / "selection.json").read_text())
+    record, _ = tested_lancer(where)
     config = chosen_config(record)
     ds, split = prepare_data(dataset, data_dir, max_history=max_history)
     for seed in seeds:
@@ -778,9 +783,7 @@ def selected_ablation(dataset: str | SeqDataset = "ml-100k", max_history: int = 
     ablations = SELECTED_ABLATIONS if ablations is None else ablations
     name = dataset if isinstance(dataset, str) else dataset.name
     where, out = (Path(d) / name / f"cap{max_history}" for d in (results_dir, output_dir))
-    if not (where / "lancer" / "test.json").exists():
-        raise FileNotFoundError(f"LANCER's choice is not tested under {where}: run `lancer select --model lancer --test`")
-    record, tested = (json.loads((where / "lancer" / f).read_text()) for f in ("selection.json", "test.json"))
+    record, tested = tested_lancer(where)
     if missing := [s for s in seeds if s not in record["seeds"] or str(s) not in tested["seeds"]]:
         raise ValueError(f"seeds {missing}: ablations run on seeds the choice was selected and tested with, {record['seeds']}")
     chosen, config = record["chosen"], chosen_config(record)

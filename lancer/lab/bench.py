@@ -379,7 +379,7 @@ def precision_step(model: LancerModel, batch: dict, precision: str, optim: str, 
     "Median seconds of a training step of `model` on `batch` in `precision` with `optim`, and its GFLOP (counted once)."
     cfg = TrainConfig(mixed_precision="bf16" if precision == "bf16" else "no", optim=optim)
     _, opt, _ = stage_optimizer(model, cfg, model.stage, total_steps=steps + 2)
-    def step(_=None):
+    def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"), attention_kernels(cfg, model.device):
             loss = model(**batch)["loss"]
         loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
