@@ -33,7 +33,7 @@ from .training import (TrainConfig, attention_kernels, best_model, cached_inputs
                              validation_examples, weight_average)
 
 # %% auto #0
-__all__ = ['train', 'plot_training']
+__all__ = ['run_time', 'train', 'plot_training']
 
 # %% ../nbs/11b_trainer.ipynb #80969a96
 def _examples(model: LancerModel, split: Split, cfg: TrainConfig, accelerator: Accelerator):
@@ -137,11 +137,17 @@ def _train_epoch(run: _Stage, epoch: int, model: LancerModel, examples: list, le
     return running, stopped
 
 # %% ../nbs/11b_trainer.ipynb #65613359
+def run_time(spent: dict, t0: float, c0: float) -> dict:
+    """Wall and CPU seconds of a run: what its earlier processes spent (`spent`, a resumed state's) plus this process's
+    since `t0` (`time.time()`) and `c0` (`time.process_time()`). Work lost to an interruption is not counted."""
+    return {"wall_time_s": spent.get("wall_time_s", 0.0) + time.time() - t0,
+            "cpu_time_s": spent.get("cpu_time_s", 0.0) + time.process_time() - c0}
+
 def _test(model: LancerModel, split: Split, cfg: TrainConfig, accelerator: Accelerator, state: dict, n_examples: int,
-          out: Path, t0: float) -> dict:
+          out: Path) -> dict:
     "The run summary: validation history, step losses, cost, configuration, and the test metrics of the best checkpoint."
     summary = {"valid_history": state["history"], "best_valid_ndcg@10": state["best_ndcg@10"],
-               "wall_time_s": round(time.time() - t0, 1), "peak_memory_mb": round(peak_memory_mb(), 1),
+               "peak_memory_mb": round(peak_memory_mb(), 1),
                "train_examples": n_examples, "config": asdict(cfg), "train_steps": state.get("steps", []),
                "model_config": model_options(model.config, model.head, model.switches)}
     if split.test_locked: return summary                      # model selection locks the test split: no test then
@@ -154,8 +160,9 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
           force: bool = False) -> dict:
     """Two-stage training with validation every epoch; returns the run summary (also written to output_dir/metrics.json).
     The best model (validation NDCG@10) is in output_dir/best, the resumable last state in output_dir/last (`resume`
-    continues from it, refusing changed settings unless `force`)."""
-    t0, out = time.time(), Path(output_dir)
+    continues from it, refusing changed settings unless `force`). Its wall and CPU time count every process that worked on
+    it (`run_time`)."""
+    t0, c0, out = time.time(), time.process_time(), Path(output_dir)
     accelerator = accelerator or Accelerator(mixed_precision=cfg.mixed_precision, gradient_accumulation_steps=cfg.grad_accum,
                                              cpu=not torch.cuda.is_available())
     main, sampler = accelerator.is_main_process, torch.Generator().manual_seed(cfg.seed)
@@ -167,18 +174,20 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
     if resume and last is not None and (last / "trainer.json").exists():
         state, resumed = resume_state(last, model, settings, force, sampler, accelerator.device)
         if main: logger.info(f"resuming at stage {state['stage']}, epoch {state['epoch']}, step {state['step_in_epoch']}")
+    spent = {k: state.get(k, 0.0) for k in ("wall_time_s", "cpu_time_s")}      # by the processes before this one
     epochs = {1: cfg.epochs_stage1, 2: cfg.epochs_stage2}
     for stage in (1, 2):
         if stage < state["stage"] or epochs[stage] == 0: continue
         run = _start_stage(model, cfg, stage, epochs[stage], len(examples), accelerator, state, resumed)
         def save():
+            state.update(run_time(spent, t0, c0))
             if main: save_training_state(out / "last", model, run.opt, run.sched, state, extra or {}, run.average, sampler, run.table)
         for epoch in range(state["epoch"] if stage == state["stage"] else 0, epochs[stage]):
             running, stopped = _train_epoch(run, epoch, model, examples, lengths, collate, cfg, accelerator, sampler, state,
                                             resumed, save)
             if stopped:
                 save(); accelerator.wait_for_everyone()
-                return {"stopped_at": dict(state), "wall_time_s": time.time() - t0}
+                return {"stopped_at": dict(state)} | {k: round(v, 1) for k, v in run_time(spent, t0, c0).items()}
             scored = run.average.module if run.average is not None else model   # the weights validated and kept
             validate_epoch(scored, valid, cfg, accelerator, state, {"stage": stage, "epoch": epoch + 1, "train_loss": running},
                            out / "best", extra)
@@ -186,7 +195,8 @@ def train(model: LancerModel, split: Split, cfg: TrainConfig, output_dir: str | 
             save(); accelerator.wait_for_everyone()
         state |= {"stage": stage + 1, "epoch": 0, "step_in_epoch": 0}
     accelerator.wait_for_everyone()
-    summary = _test(model, split, cfg, accelerator, state, len(examples), out, t0)
+    summary = _test(model, split, cfg, accelerator, state, len(examples), out)
+    summary |= {k: round(v, 1) for k, v in run_time(spent, t0, c0).items()}     # every process's, the test included
     if main: out.mkdir(parents=True, exist_ok=True); write_atomic(out / "metrics.json", json.dumps(summary, indent=2))
     return summary
 

@@ -4,6 +4,7 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import json
+import time
 import socket
 import subprocess
 import sys
@@ -144,9 +145,15 @@ def test_resume_continues_from_saved_step(tiny, tmp_path, stop, where, ema_decay
     state = json.loads((tmp_path / "resumed" / "last" / "trainer.json").read_text())
     assert (state["global_step"], state["stage"], state["step_in_epoch"]) == (stop, *where)
     assert not (tmp_path / "resumed" / "metrics.json").exists()
+    assert state["wall_time_s"] > 0 and state["cpu_time_s"] > 0
+    state |= {"wall_time_s": 1000.0, "cpu_time_s": 500.0}                  # as if the first process had run long
+    (tmp_path / "resumed" / "last" / "trainer.json").write_text(json.dumps(state))
 
     resumed = _fresh(tiny)                                                 # a new process: weights from the start
+    t0 = time.time()
     summary = train(resumed, split, TrainConfig(**cfg), tmp_path / "resumed", resume=True)
+    assert 1000 < summary["wall_time_s"] <= 1000 + time.time() - t0 + 0.1   # both processes' time, the test included
+    assert 500 < summary["cpu_time_s"]
     ends = [json.loads((tmp_path / d / "last" / "trainer.json").read_text()) for d in ("full", "resumed")]
     assert ends[0]["global_step"] == ends[1]["global_step"] == 10           # the remaining steps, not a restart
     assert ends[1]["last_loss"] == pytest.approx(ends[0]["last_loss"], rel=1e-4, abs=1e-4)
