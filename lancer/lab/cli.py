@@ -124,11 +124,12 @@ def run(args) -> int:
         runs = run_decoding_comparison(args.seeds, args.output_dir, args.dataset, checkpoints=_seed_paths(args.checkpoint))
         print(decoding_table(runs).to_string())
     elif args.command == "premise":
-        from lancer.lab.premise import PREMISE_ARMS, premise_table, run_premise
+        from lancer.lab.premise import PREMISE_ARMS, premise_costs, premise_table, run_premise
         out = run_premise(args.arms or list(PREMISE_ARMS), args.seeds, args.output_dir, args.runs_dir, args.dataset,
                           micro_batch=args.micro_batch)
         selection = Path("results/selection") / args.dataset / "cap10"            # the presets' history cap
         print(premise_table(out, selection if selection.exists() else None).to_string())
+        print(premise_costs(out).to_string())
     elif args.command == "bench":
         import pandas as pd
         from lancer.lab.bench import BenchConfig, bench_table, run_bench

@@ -25,7 +25,8 @@ from ..selection import best_baseline, slug, write_json
 from ..training import TrainConfig, example_ranks
 
 # %% auto #0
-__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'premise_config', 'run_premise', 'load_premise', 'premise_table', 'plot_scale']
+__all__ = ['PREMISE_TRAIN', 'PREMISE_ARMS', 'premise_config', 'run_premise', 'load_premise', 'premise_table', 'plot_scale',
+           'premise_costs']
 
 # %% ../../nbs/lab/01a_premise.ipynb #pr000006
 PREMISE_TRAIN = {"lr_stage1": 2e-4, "lr_stage2": 2e-4, "mixed_precision": "bf16", "optim": "adamw_torch_fused",
@@ -157,3 +158,18 @@ def plot_scale(runs: list[dict], k: int = 10):
     ax.set(xscale="log", xlabel="backbone parameters", ylabel=f"test NDCG@{k}", title="LM scale")
     ax.legend(fontsize=8)
     return fig
+
+def premise_costs(output_dir: str | Path = "results/premise/runs") -> pd.DataFrame:
+    """Per arm: the seeds on disk, the threads they ran on, wall and CPU hours per seed (mean; training over every
+    process that worked on it, then the test), the command that runs them, and their files."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in load_premise(output_dir): by_arm.setdefault(r["arm"], []).append(r)
+    rows = {}
+    for arm, runs in by_arm.items():
+        seeds = sorted(r["seed"] for r in runs)
+        rows[arm] = {"seeds": ", ".join(map(str, seeds)), "threads": ", ".join(sorted({str(r["threads"]) for r in runs})),
+                     "wall hours / seed": round(np.mean([r["wall_time_s"] for r in runs]) / 3600, 2),
+                     "CPU hours / seed": round(np.mean([r["cpu_time_s"] for r in runs]) / 3600, 2),
+                     "command": runs[0]["command"].replace(f"--seeds {runs[0]['seed']}", "--seeds " + " ".join(map(str, seeds))),
+                     "files": f"{Path(output_dir) / slug(arm)}/seed*.json"}
+    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
