@@ -161,7 +161,7 @@ def plot_scale(runs: list[dict], k: int = 10):
 
 def premise_costs(output_dir: str | Path = "results/premise/runs") -> pd.DataFrame:
     """Per arm: the seeds on disk, the threads they ran on, wall and CPU hours per seed (mean; training over every
-    process that worked on it, then the test), the command that runs them, and their files."""
+    process that worked on it, then the test), the command that runs them, and their files (under `output_dir`)."""
     by_arm: dict[str, list[dict]] = {}
     for r in load_premise(output_dir): by_arm.setdefault(r["arm"], []).append(r)
     rows = {}
@@ -171,5 +171,5 @@ def premise_costs(output_dir: str | Path = "results/premise/runs") -> pd.DataFra
                      "wall hours / seed": round(np.mean([r["wall_time_s"] for r in runs]) / 3600, 2),
                      "CPU hours / seed": round(np.mean([r["cpu_time_s"] for r in runs]) / 3600, 2),
                      "command": runs[0]["command"].replace(f"--seeds {runs[0]['seed']}", "--seeds " + " ".join(map(str, seeds))),
-                     "files": f"{Path(output_dir) / slug(arm)}/seed*.json"}
+                     "files": f"{slug(arm)}/seed*.json"}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
