@@ -166,12 +166,6 @@ def renamed(argv: list[str]) -> list[str]:
     return out
 
 # %% ../nbs/14_options.ipynb #9f9a3ef2
-def _window_stride(args, base_config, base_train) -> int | None:
-    "`--window-stride`; else, where the preset starts a window every `max_history` items, the new `--max-history`."
-    if args.window_stride is not None: return args.window_stride
-    one_per_cap = base_train.window_stride == base_config.max_history > 1
-    return args.max_history if one_per_cap and args.max_history is not None else None
-
 def configs_from_args(args) -> tuple:
     "`((config, head, switches), train_config, backbone_config)` of parsed `lancer train` options over their preset's."
     from lancer.offline_backbone import OfflineBackboneConfig
@@ -179,13 +173,13 @@ def configs_from_args(args) -> tuple:
     from lancer.pipeline import preset
     from lancer.training import TrainConfig
     given = lambda names, prefix="": {n: v for n in names if (v := getattr(args, prefix + n, None)) is not None}
-    base_config, base_head, base_train = preset(args.preset, args.seed)
+    base_config, base_head, base_train = preset(args.preset, args.seed, args.max_history)   # windows follow the cap
     options = model_options(base_config, base_head)
     changed = given(options)
     options |= changed
     if options["item_tokens"] == "none":                       # a preset's item-token settings do not carry over to text
         options |= {k: HEAD_OPTIONS[k] for k in ("label_smoothing", "item_token_init") if k not in changed}
-    train = given(f.name for f in fields(TrainConfig)) | {"window_stride": _window_stride(args, base_config, base_train)}
+    train = given(f.name for f in fields(TrainConfig))
     if getattr(args, "quiet", False): train["progress"] = False
     backbone = fields(OfflineBackboneConfig)
     backbone_config = replace(OfflineBackboneConfig(seed=args.seed), **given(f.name for f in backbone if f.name.startswith("n_")),

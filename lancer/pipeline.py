@@ -208,18 +208,22 @@ def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: i
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")
 MAIN_PRESET = "item-tokens"                                   # `lancer main` without a selection record
 
-def preset(name: str, seed: int = 0) -> tuple[LancerConfig, TextHead | ItemTokenHead, TrainConfig]:
-    "The model configuration, head and training configuration of preset `name` (one of `PRESETS`), with `seed`."
-    if name == "text": return LancerConfig(), TextHead(), TrainConfig(seed=seed)
-    if name == "item-tokens":
+def preset(name: str, seed: int = 0, max_history: int | None = None) -> tuple[LancerConfig, TextHead | ItemTokenHead, TrainConfig]:
+    """The model configuration, head and training configuration of preset `name` (one of `PRESETS`), with `seed`; with
+    `max_history`, at that history cap: a preset that starts a window every `max_history` items (every item a label once
+    per epoch) keeps doing so at the new cap, overlapping windows keep their stride."""
+    if name == "text": config, head, train = LancerConfig(), TextHead(), TrainConfig(seed=seed)
+    elif name == "item-tokens":
         config, head = LancerConfig(item_encoder="minilm"), ItemTokenHead(loss_on="all", label_smoothing=0.1)
-        return config, head, TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3,
-                                         windows_per_user=0, window_stride=config.max_history, item_reps="cached",
-                                         valid_users=0, seed=seed)
-    if name == "item-tokens-overlapping":
-        config, head, train_config = preset("item-tokens", seed)
-        return config, head, replace(train_config, window_stride=2, epochs_stage2=5)
-    if name == "item-tokens-overlapping-short":
-        config, head, train_config = preset("item-tokens-overlapping", seed)
-        return config, head, replace(train_config, epochs_stage1=1, epochs_stage2=3)
-    raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
+        train = TrainConfig(epochs_stage1=2, epochs_stage2=12, batch_size=64, lr_stage2=1e-3, windows_per_user=0,
+                            window_stride=config.max_history, item_reps="cached", valid_users=0, seed=seed)
+    elif name == "item-tokens-overlapping":
+        config, head, train = preset("item-tokens", seed)
+        train = replace(train, window_stride=2, epochs_stage2=5)
+    elif name == "item-tokens-overlapping-short":
+        config, head, train = preset("item-tokens-overlapping", seed)
+        train = replace(train, epochs_stage1=1, epochs_stage2=3)
+    else: raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
+    if max_history is None: return config, head, train
+    one_per_cap = train.window_stride == config.max_history > 1
+    return replace(config, max_history=max_history), head, replace(train, window_stride=max_history) if one_per_cap else train

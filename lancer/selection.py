@@ -30,9 +30,9 @@ from .protocol import Example
 from .training import TrainConfig, example_ranks
 
 # %% auto #0
-__all__ = ['BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug', 'write_json',
-           'save_weights', 'run_candidate', 'select', 'chosen_config', 'candidate_ranks', 'evaluate_chosen',
-           'best_baseline', 'comparison', 'comparison_summary', 'selection_status']
+__all__ = ['LABELS_PER_EPOCH', 'BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug',
+           'write_json', 'save_weights', 'run_candidate', 'select', 'chosen_config', 'candidate_ranks',
+           'evaluate_chosen', 'best_baseline', 'comparison', 'comparison_summary', 'selection_status']
 
 # %% ../nbs/13_selection.ipynb #59447f36
 _LANCER = {  # name -> (preset, model overrides, training overrides)
@@ -43,12 +43,19 @@ _LANCER = {  # name -> (preset, model overrides, training overrides)
     "item-tokens-overlapping-short": ("item-tokens-overlapping-short", {}, {}),
 }
 
-def lancer_candidates() -> dict[str, dict]:
-    "LANCER's candidates, `{name: {'model': model options (`model_options`), 'train': TrainConfig fields}}`."
+LABELS_PER_EPOCH = 5   # the most times an epoch may use an item as a label (cap / window stride): cap 10's most
+
+def lancer_candidates(max_history: int = 10) -> dict[str, dict]:
+    """LANCER's candidates at history cap `max_history`, `{name: {'model': model options (`model_options`), 'train':
+    TrainConfig fields}}`: the presets at that cap (`preset`), without those whose overlapping windows would use an item
+    as a label more than `LABELS_PER_EPOCH` times an epoch (none at cap 10; at cap 50 the two with overlapping windows,
+    whose epochs would cost 10 and 25 times the others')."""
     out = {}
     for name, (preset_name, model, train) in _LANCER.items():
-        config, head, train_config = preset(preset_name)
-        out[name] = {"model": model_options(config, head) | model, "train": asdict(replace(train_config, **train))}
+        config, head, train_config = preset(preset_name, max_history=max_history)
+        train_config = replace(train_config, **train)
+        if max_history / train_config.window_stride > LABELS_PER_EPOCH: continue
+        out[name] = {"model": model_options(config, head) | model, "train": asdict(train_config)}
     return out
 
 BASELINE_GRID = {"label_smoothing": (0.0, 0.1), "n_embd": (64, 128), "dropout": (0.2, 0.5), "lr": (1e-3, 3e-3)}
@@ -62,9 +69,9 @@ def baseline_candidates(name: str) -> dict[str, dict]:
             "model": {"n_embd": d, "dropout": p}, "train": {"label_smoothing": ls, "lr": lr}}
     return out
 
-def candidates(model: str) -> dict[str, dict]:
-    "The candidates of `model` ('lancer' or a baseline name)."
-    return lancer_candidates() if model == "lancer" else baseline_candidates(model)
+def candidates(model: str, max_history: int = 10) -> dict[str, dict]:
+    "The candidates of `model` ('lancer' or a baseline name) at history cap `max_history`."
+    return lancer_candidates(max_history) if model == "lancer" else baseline_candidates(model)
 
 # %% ../nbs/13_selection.ipynb #e965cb49
 def slug(name: str) -> str:
@@ -113,12 +120,12 @@ RULE = "highest mean validation NDCG@10 over the seeds (full catalogue, seen ite
 def select(model: str, seeds=(0, 1, 2), dataset: str | SeqDataset = "ml-100k", data_dir: str | None = None,
            max_history: int = 10, results_dir: str | Path = "results/selection", runs_dir: str | Path = "runs/selection",
            only: dict[str, dict] | None = None) -> dict:
-    """Run `model`'s candidates (`only`, else `candidates(model)`) with `seeds`, then write and return the selection
+    """Run `model`'s candidates (`only`, else `candidates(model, max_history)`) with `seeds`, then write and return the selection
     record `results_dir/<dataset>/cap<max_history>/<model>/selection.json`."""
     name = dataset if isinstance(dataset, str) else dataset.name
     where = Path(results_dir) / name / f"cap{max_history}" / model
     runs = Path(runs_dir) / name / f"cap{max_history}" / model
-    pool = only or candidates(model)
+    pool = only or candidates(model, max_history)
     scores = {c: [] for c in pool}
     bar = tqdm(total=len(pool) * len(seeds), desc=f"selecting {model}", unit="run")   # one tick per candidate and seed
     for seed in seeds:
@@ -236,7 +243,7 @@ def selection_status(dataset: str = "ml-100k", max_history: int = 10, results_di
     for model in models:
         record = where / model / "selection.json"
         record = json.loads(record.read_text()) if record.exists() else None
-        planned = len(record["candidates"]) * len(record["seeds"]) if record else len(candidates(model)) * len(seeds)
+        planned = len(record["candidates"]) * len(record["seeds"]) if record else len(candidates(model, max_history)) * len(seeds)
         rows.append({"model": model, "runs": f"{len(list((where / model).glob('*/seed*.json')))} / {planned}",
                      "chosen": record["chosen"] if record else None,
                      "valid mean": record["candidates"][record["chosen"]]["valid_mean"] if record else None,

@@ -132,3 +132,17 @@ def test_lab_studies_read_the_selected_lancer_without_training(tmp_path):
     assert list(table.index) == list(perturbations) and table.loc["as trained", "vs as trained"] == "reference"
     lengths = selected_history_lengths(toy(), seeds=[0], lengths=(1, 4), output_dir=tmp_path / "h", **kw)
     assert json.loads((lengths / "lancer" / "seed0.json").read_text())["ranks"]["4"] == tested     # L = the cap
+
+
+def test_candidates_at_cap_10_are_the_ones_the_recorded_selections_ran():
+    "Defining candidates per history cap changed no cap-10 candidate: each equals the configuration its record ran."
+    from pathlib import Path
+    from lancer.selection import candidates
+    root = Path(__file__).parents[1] / "results/selection/ml-100k/cap10"
+    full = lambda c: c | {"train": asdict(TrainConfig(**c["train"]))}     # fields added since the record: their defaults
+    for model in ("lancer", "sasrec", "gru4rec", "narm"):
+        record = json.loads((root / model / "selection.json").read_text())
+        now = candidates(model, 10)
+        assert list(record["candidates"]) == list(now), model
+        for name, c in record["candidates"].items():
+            assert (full(c["config"]) if model == "lancer" else c["config"]) == now[name], (model, name)
