@@ -132,7 +132,7 @@ def premise_table(output_dir: str | Path = "results/premise/runs",
         o = offline.get(same_but_backbone(first_run[a]))
         versus_offline[label[a, d]] = "" if o is None else "reference" if o == a else _versus(per_user, label[a, d], label[o, d])
     return pd.DataFrame({
-        "parameters": [first_run[a]["parameters"] for a, _ in rows] + [np.nan] * (len(t) - len(rows)),
+        "parameters": pd.array([first_run[a]["parameters"] for a, _ in rows] + [None] * (len(t) - len(rows)), dtype="Int64"),
         "valid NDCG@10": _mean_std(valid.groupby("row", sort=False)["valid"]).reindex(t.index, fill_value=""),
         f"test NDCG@{k}": mean_std, "95% CI": [f"[{lo:.4f}, {hi:.4f}]" for lo, hi in zip(t["ci_low"], t["ci_high"])],
         f"vs {reference}": versus_baseline, "vs offline backbone": [versus_offline.get(n, "") for n in t.index]},
