@@ -184,4 +184,4 @@ def configs_from_args(args) -> tuple:
     backbone = fields(OfflineBackboneConfig)
     backbone_config = replace(OfflineBackboneConfig(seed=args.seed), **given(f.name for f in backbone if f.name.startswith("n_")),
                               **given((f.name for f in backbone), prefix="pretrain_"))
-    return model_parts(options), replace(base_train, **{k: v for k, v in train.items() if v is not None}), backbone_config
+    return model_parts(options), replace(base_train, **train), backbone_config

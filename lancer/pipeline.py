@@ -89,7 +89,7 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
     checkpoint on the test split once. `knowledge_prompt_from`: a checkpoint (of any dataset, on the same backbone) whose
     knowledge prompt the model starts with; with `Switches(freeze_knowledge_prompt=True)` it is kept as it is
     (cross-dataset transfer, the lab's ablation notebook)."""
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     config, train_config = config or LancerConfig(), train_config or TrainConfig()
     accelerator = Accelerator(cpu=device == "cpu" or not torch.cuda.is_available(),
                               mixed_precision=train_config.mixed_precision, gradient_accumulation_steps=train_config.grad_accum)
@@ -105,8 +105,10 @@ def train_lancer(dataset: str | SeqDataset = "ml-100k", output_dir: str | Path =
         model = build_model(ds, backbone, config, backbone_config, split=split, seed=train_config.seed, head=head,
                             switches=switches)
         if knowledge_prompt_from is not None: load_knowledge_prompt(model, knowledge_prompt_from)
+        setup = time.time() - t0, time.process_time() - c0                     # data and model, in this process
         summary = train(model, split, train_config, output_dir, accelerator, resume=resume, extra=extra, force=force)
-    summary["total_wall_time_s"] = round(time.time() - t0, 1)
+    summary |= {"total_wall_time_s": round(summary["wall_time_s"] + setup[0], 1),     # + training (every process) + test
+                "total_cpu_time_s": round(summary["cpu_time_s"] + setup[1], 1)}
     summary["peak_memory_mb"] = round(peak_memory_mb(), 1)
     if accelerator.is_main_process and "train_steps" in summary:
         write_atomic(Path(output_dir) / "metrics.json", json.dumps(summary, indent=2))
@@ -208,7 +210,8 @@ def recommend_users(checkpoint: str | Path, users: str | list[str] = "all", k: i
 PRESETS = ("item-tokens", "item-tokens-overlapping", "item-tokens-overlapping-short", "text")
 MAIN_PRESET = "item-tokens"                                   # `lancer main` without a selection record
 
-def preset(name: str, seed: int = 0, max_history: int | None = None) -> tuple[LancerConfig, TextHead | ItemTokenHead, TrainConfig]:
+def preset(name: str, seed: int = 0,
+           max_history: int | None = None) -> tuple[LancerConfig, TextHead | ItemTokenHead, TrainConfig]:
     """The model configuration, head and training configuration of preset `name` (one of `PRESETS`), with `seed`; with
     `max_history`, at that history cap: a preset that starts a window every `max_history` items (every item a label once
     per epoch) keeps doing so at the new cap, overlapping windows keep their stride."""
@@ -225,5 +228,5 @@ def preset(name: str, seed: int = 0, max_history: int | None = None) -> tuple[La
         train = replace(train, epochs_stage1=1, epochs_stage2=3)
     else: raise ValueError(f"unknown preset {name!r}; one of {PRESETS}")
     if max_history is None: return config, head, train
-    one_per_cap = train.window_stride == config.max_history > 1
-    return replace(config, max_history=max_history), head, replace(train, window_stride=max_history) if one_per_cap else train
+    if train.window_stride == config.max_history > 1: train = replace(train, window_stride=max_history)   # one per cap
+    return replace(config, max_history=max_history), head, train

@@ -30,7 +30,7 @@ from .protocol import Example
 from .training import TrainConfig, example_ranks
 
 # %% auto #0
-__all__ = ['LABELS_PER_EPOCH', 'BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug',
+__all__ = ['MAX_LABELS_PER_EPOCH', 'BASELINE_GRID', 'RULE', 'lancer_candidates', 'baseline_candidates', 'candidates', 'slug',
            'write_json', 'save_weights', 'run_candidate', 'select', 'chosen_config', 'candidate_ranks',
            'evaluate_chosen', 'best_baseline', 'comparison', 'comparison_summary', 'selection_status']
 
@@ -43,18 +43,19 @@ _LANCER = {  # name -> (preset, model overrides, training overrides)
     "item-tokens-overlapping-short": ("item-tokens-overlapping-short", {}, {}),
 }
 
-LABELS_PER_EPOCH = 5   # the most times an epoch may use an item as a label (cap / window stride): cap 10's most
+MAX_LABELS_PER_EPOCH = 5   # the most times an epoch may use an item as a label: cap 10's most (cap / window stride,
+                           #   with item tokens' loss on every position, as every LANCER candidate has)
 
 def lancer_candidates(max_history: int = 10) -> dict[str, dict]:
     """LANCER's candidates at history cap `max_history`, `{name: {'model': model options (`model_options`), 'train':
     TrainConfig fields}}`: the presets at that cap (`preset`), without those whose overlapping windows would use an item
-    as a label more than `LABELS_PER_EPOCH` times an epoch (none at cap 10; at cap 50 the two with overlapping windows,
+    as a label more than `MAX_LABELS_PER_EPOCH` times an epoch (none at cap 10; at cap 50 the two with overlapping windows,
     whose epochs would cost 10 and 25 times the others')."""
     out = {}
     for name, (preset_name, model, train) in _LANCER.items():
         config, head, train_config = preset(preset_name, max_history=max_history)
         train_config = replace(train_config, **train)
-        if max_history / train_config.window_stride > LABELS_PER_EPOCH: continue
+        if max_history / train_config.window_stride > MAX_LABELS_PER_EPOCH: continue
         out[name] = {"model": model_options(config, head) | model, "train": asdict(train_config)}
     return out
 
@@ -91,11 +92,19 @@ def _baseline(model: str, config: dict, seed: int) -> tuple[dict, dict]:
     "Model overrides and `BaselineTrainConfig` fields of a baseline candidate with `seed`."
     return config["model"], config["train"] | {"seed": seed, "show_progress": False}
 
+def _filled(model: str, config: dict) -> dict:
+    "A LANCER candidate's `config` with every `TrainConfig` field (those added since it was recorded: their defaults)."
+    return config | {"train": asdict(TrainConfig(**config["train"]))} if model == "lancer" else config
+
 def run_candidate(model: str, name: str, config: dict, seed: int, dataset: str | SeqDataset, data_dir: str | None,
                   max_history: int, results_dir: Path, runs_dir: Path) -> dict:
     "Train candidate `name` of `model` with `seed` on the test-locked split; returns (and writes) its validation record."
     path = results_dir / slug(name) / f"seed{seed}.json"
-    if path.exists(): return json.loads(path.read_text())
+    if path.exists():                                                    # run before: the same configuration only
+        record = json.loads(path.read_text())
+        if _filled(model, record["config"]) != _filled(model, config):
+            raise ValueError(f"{path} ran another configuration of {name!r}; move it aside to run this one")
+        return record
     run_dir, t0, c0 = runs_dir / slug(name) / f"seed{seed}", time.time(), time.process_time()
     if model == "lancer":
         parts = model_kwargs(config["model"] | {"max_history": max_history})

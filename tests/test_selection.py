@@ -14,7 +14,7 @@ from lancer.checkpoints import model_kwargs, model_options
 from lancer.item_tokens import ItemTokenHead
 from lancer.main_job import main_job
 from lancer.pipeline import train_lancer
-from lancer.selection import chosen_config, evaluate_chosen, select, write_json
+from lancer.selection import _filled, chosen_config, evaluate_chosen, run_candidate, select, write_json
 from lancer.training import TrainConfig, rule_dataset
 
 TINY = OfflineBackboneConfig(n_layer=1, n_embd=32, n_head=2, vocab_size=300, epochs=2, batch_size=16)
@@ -139,10 +139,20 @@ def test_candidates_at_cap_10_are_the_ones_the_recorded_selections_ran():
     from pathlib import Path
     from lancer.selection import candidates
     root = Path(__file__).parents[1] / "results/selection/ml-100k/cap10"
-    full = lambda c: c | {"train": asdict(TrainConfig(**c["train"]))}     # fields added since the record: their defaults
     for model in ("lancer", "sasrec", "gru4rec", "narm"):
         record = json.loads((root / model / "selection.json").read_text())
         now = candidates(model, 10)
         assert list(record["candidates"]) == list(now), model
-        for name, c in record["candidates"].items():
-            assert (full(c["config"]) if model == "lancer" else c["config"]) == now[name], (model, name)
+        for name, c in record["candidates"].items():                   # fields added since: at their defaults
+            assert _filled(model, c["config"]) == now[name], (model, name)
+
+
+def test_a_run_on_disk_is_reused_only_for_its_own_configuration(tmp_path):
+    where, older = tmp_path / "results", json.loads(json.dumps(CANDIDATES["plain"]))
+    del older["train"]["optim"]                                          # recorded before that field existed
+    write_json(where / "plain" / "seed0.json", {"config": older, "valid_ndcg@10": 0.5})
+    write_json(where / "smoothed" / "seed0.json", {"config": CANDIDATES["plain"], "valid_ndcg@10": 0.5})
+    run = lambda name: run_candidate("lancer", name, CANDIDATES[name], 0, toy(), None, 4, where, tmp_path / "runs")
+    assert run("plain")["valid_ndcg@10"] == 0.5                         # the same configuration: not trained again
+    with pytest.raises(ValueError, match="another configuration"):
+        run("smoothed")
