@@ -63,8 +63,8 @@ def test_select_refuses_to_rerun_after_its_record_and_test_needs_one(tmp_path):
         evaluate_chosen("sasrec", toy(), max_history=4, results_dir=tmp_path, runs_dir=tmp_path)
 
 
-def record(model: str, config: dict, mean: float = 0.1) -> dict:
-    return {"model": model, "chosen": "only", "rule": "test", "seeds": [0],
+def record(model: str, config: dict, mean: float = 0.1, max_history: int = 4) -> dict:
+    return {"model": model, "chosen": "only", "rule": "test", "seeds": [0], "max_history": max_history,
             "candidates": {"only": {"config": config, "valid": [mean], "valid_mean": mean, "valid_std": None}}}
 
 
@@ -90,6 +90,14 @@ def test_main_job_runs_the_selected_configurations(tmp_path):
     with pytest.raises(ValueError, match="best validation mean"):
         chosen_config(record("lancer", lancer) | {"chosen": "other"} | {"candidates": {
             "only": {"config": lancer, "valid_mean": 0.1}, "other": {"config": lancer, "valid_mean": 0.05}}})
+
+
+def test_main_job_refuses_records_of_different_history_caps(tmp_path):
+    sel = tmp_path / "selection"
+    write_json(sel / "lancer" / "selection.json", record("lancer", LANCER))
+    write_json(sel / "sasrec" / "selection.json", record("sasrec", {"model": {}, "train": {}}, max_history=50))
+    with pytest.raises(ValueError, match=r"different history caps: \[4, 50\]"):
+        main_job(toy(), tmp_path / "out", selection_dir=sel, backbone_config=TINY)
 
 
 def test_best_folder_opens_with_from_pretrained_and_has_a_model_card(tmp_path):
