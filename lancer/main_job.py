@@ -42,8 +42,9 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
              backbone_config: OfflineBackboneConfig | None = None, duplicates: str = "drop") -> pd.DataFrame:
     """Baselines + LANCER on `dataset`, every model in the configuration its selection record under `selection_dir`
     chose (`<model>/selection.json`, written by `lancer select` on validation, all at one history cap; without a record
-    LANCER runs `MAIN_PRESET` and a baseline its defaults, at the records' cap); `preset_name` runs that LANCER preset instead of the selected one. Writes output_dir/metrics.json (model -> metrics), ranks.json
-    (model -> each test user's rank), selection.json (the records used) and results.csv (the table with NDCG@10's 95%
+    LANCER runs `MAIN_PRESET` and a baseline its defaults, at the records' cap); `preset_name` runs that LANCER preset
+    instead of the selected one. Writes output_dir/metrics.json (model -> metrics), ranks.json (model -> each test
+    user's rank), selection.json (the records used) and results.csv (the table with NDCG@10's 95%
     bootstrap CI and the paired difference against the baseline with the best validation NDCG@10)."""
     from lancer.baselines import BASELINES
     from lancer.baseline_training import run_baselines
@@ -51,7 +52,8 @@ def main_job(dataset: str = "ml-100k", output_dir: str | Path = "runs/main", dat
     records = {m: _selection(selection_dir, m) for m in ("lancer", *BASELINES)}
     if preset_name is not None: records["lancer"] = None
     caps = {r["max_history"] for r in records.values() if r is not None}      # every model at its records' history cap
-    if len(caps) > 1: raise ValueError(f"the selection records under {selection_dir} chose at different history caps: {sorted(caps)}")
+    if len(caps) > 1:
+        raise ValueError(f"the selection records under {selection_dir} chose at different history caps: {sorted(caps)}")
     config, head, train_config = preset(preset_name or MAIN_PRESET, seed, next(iter(caps), None))
     switches = Switches()
     if records["lancer"] is not None:

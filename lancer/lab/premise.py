@@ -166,10 +166,9 @@ def premise_costs(output_dir: str | Path = "results/premise/runs") -> pd.DataFra
     for r in load_premise(output_dir): by_arm.setdefault(r["arm"], []).append(r)
     rows = {}
     for arm, runs in by_arm.items():
-        seeds = sorted(r["seed"] for r in runs)
+        seeds, hours = sorted(r["seed"] for r in runs), lambda key: round(np.mean([r[key] for r in runs]) / 3600, 2)
         rows[arm] = {"seeds": ", ".join(map(str, seeds)), "threads": ", ".join(map(str, sorted({r["threads"] for r in runs}))),
-                     "wall hours / seed": round(np.mean([r["wall_time_s"] for r in runs]) / 3600, 2),
-                     "CPU hours / seed": round(np.mean([r["cpu_time_s"] for r in runs]) / 3600, 2),
+                     "wall hours / seed": hours("wall_time_s"), "CPU hours / seed": hours("cpu_time_s"),
                      "command": runs[0]["command"].replace(f"--seeds {runs[0]['seed']}", "--seeds " + " ".join(map(str, seeds))),
                      "files": f"{slug(arm)}/seed*.json"}
     return pd.DataFrame.from_dict(rows, orient="index").rename_axis("arm")
